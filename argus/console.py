@@ -1,0 +1,44 @@
+"""The console's shared shell: navigation and the current organization for templates."""
+
+from django.urls import NoReverseMatch, reverse
+
+# (label, URL name). Sections whose app has not registered its pages yet are shown
+# greyed out rather than linking to a page that does not exist.
+NAVIGATION = [
+    ("Dashboard", "console:dashboard"),
+    ("Servers", "tools:server_list"),
+    ("Agents", "agents:agent_list"),
+    ("Tasks", "tasks:task_list"),
+    ("Recordings", "recordings:run_list"),
+    ("Approvals", "agents:approval_list"),
+    ("Settings", "orgs:settings"),
+]
+
+
+def navigation(request):
+    """Context processor: ``nav_items``, ``current_organization`` and ``current_role``."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    from orgs.models import Membership
+    from orgs.services import current_organization
+
+    items = []
+    for label, url_name in NAVIGATION:
+        try:
+            url = reverse(url_name)
+        except NoReverseMatch:
+            url = None
+        active = url is not None and (
+            request.path == url or (url != "/" and request.path.startswith(url))
+        )
+        items.append({"label": label, "url": url, "active": active})
+    organization = current_organization(user, request.session)
+    role = None
+    if organization is not None:
+        role = (
+            Membership.objects.filter(user=user, organization=organization)
+            .values_list("role", flat=True)
+            .first()
+        )
+    return {"nav_items": items, "current_organization": organization, "current_role": role}

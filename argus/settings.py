@@ -1,0 +1,230 @@
+"""Django settings for Argus, read from the environment only (see README, "Configuration").
+
+With neither ``DATABASE_URL`` nor ``REDIS_URL`` set Argus runs embedded: SQLite and an
+embedded Redis-compatible broker under ``ARGUS_DATA_DIR``, and secrets generated there
+on first start.
+"""
+
+import base64
+import binascii
+from pathlib import Path
+
+from argus import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DATA_DIR = Path(env.read_str("ARGUS_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATABASE_URL_SET = env.read_raw("DATABASE_URL", secret=True) is not None
+REDIS_URL_SET = env.read_redis_url("REDIS_URL") is not None
+EMBEDDED = not DATABASE_URL_SET and not REDIS_URL_SET
+DEBUG = env.read_bool("DEBUG", default=False)
+
+# --- secrets ---------------------------------------------------------------------
+_generate_secrets = EMBEDDED or DEBUG
+SECRET_KEY = env.read_or_generate_secret(
+    "SECRET_KEY", DATA_DIR / "secrets" / "secret_key", generate=_generate_secrets
+)
+if len(SECRET_KEY) < 50 and not _generate_secrets:
+    raise env.SettingError("SECRET_KEY", "must be at least 50 characters long")
+ARGUS_ENCRYPTION_KEY = env.read_or_generate_secret(
+    "ARGUS_ENCRYPTION_KEY",
+    DATA_DIR / "secrets" / "encryption_key",
+    generate=_generate_secrets,
+    length=32,
+)
+try:
+    _key_bytes = base64.urlsafe_b64decode(
+        ARGUS_ENCRYPTION_KEY + "=" * (-len(ARGUS_ENCRYPTION_KEY) % 4)
+    )
+except (binascii.Error, ValueError):
+    _key_bytes = b""
+if len(_key_bytes) != 32:
+    raise env.SettingError(
+        "ARGUS_ENCRYPTION_KEY",
+        "must be 32 random bytes in URL-safe base64; generate one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+    )
+
+# --- hosts and security ---------------------------------------------------------------
+ALLOWED_HOSTS = env.read_list(
+    "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if (EMBEDDED or DEBUG) else []
+)
+if not ALLOWED_HOSTS:
+    raise env.SettingError("ALLOWED_HOSTS", "is required in production (comma-separated hosts)")
+CSRF_TRUSTED_ORIGINS = env.read_origins("CSRF_TRUSTED_ORIGINS")
+
+# Behind TLS in production; the embedded mode serves plain HTTP on loopback.
+SECURE = env.read_bool("ARGUS_SECURE", default=not (EMBEDDED or DEBUG))
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = SECURE and env.read_bool("ARGUS_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = env.read_int("ARGUS_HSTS_SECONDS", 31536000 if SECURE else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0 and env.read_bool("ARGUS_HSTS_PRELOAD", default=True)
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+if env.read_bool("ARGUS_BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- applications ---------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "django_celery_beat",
+    "django_htmx",
+    "argus",
+    "orgs",
+    "tools",
+    "agents",
+    "recordings",
+    "tasks",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "argus.urls"
+ASGI_APPLICATION = "argus.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "argus.console.navigation",
+            ],
+        },
+    },
+]
+
+# --- data ---------------------------------------------------------------------------
+DATABASES = {"default": env.read_database("DATABASE_URL", DATA_DIR / "argus.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "orgs.User"
+
+# Redis serves Celery (broker), Channels (layer) and the event log. Embedded mode
+# runs its own server on a Unix socket inside the data dir (argus/embedded.py).
+if REDIS_URL_SET:
+    REDIS_URL = env.read_redis_url("REDIS_URL")
+else:
+    from argus.embedded import broker_socket_path
+
+    REDIS_URL = f"unix://{broker_socket_path(DATA_DIR)}"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL}],
+            "prefix": "argus:asgi",
+            "capacity": 1000,
+            "expiry": 60,
+        },
+    }
+}
+
+# --- Celery (argus/celery.py reads the CELERY_ names) -----------------------------------
+CELERY_BROKER_URL = (
+    "redis+socket://" + REDIS_URL.removeprefix("unix://")
+    if REDIS_URL.startswith("unix://")
+    else REDIS_URL
+)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_EVENT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULER = "argus.beat:HeartbeatScheduler"
+# How often worker and beat prove they are alive, and how old a proof may get.
+ARGUS_HEARTBEAT_INTERVAL = env.read_int("ARGUS_HEARTBEAT_INTERVAL", 5, minimum=1)
+ARGUS_HEARTBEAT_TTL = env.read_int("ARGUS_HEARTBEAT_TTL", 20, minimum=2)
+
+# --- realtime ---------------------------------------------------------------------------
+# Recent events kept per topic for clients that reconnect with `after`.
+ARGUS_EVENT_RETENTION = env.read_int("ARGUS_EVENT_RETENTION", 500, minimum=1)
+ARGUS_EVENT_TTL = env.read_int("ARGUS_EVENT_TTL", 86400, minimum=60)
+
+# --- auth and sessions --------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "console:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+# --- email ---------------------------------------------------------------------------------
+globals().update(env.read_email("EMAIL_URL", "console://"))
+DEFAULT_FROM_EMAIL = env.read_str("DEFAULT_FROM_EMAIL", "Argus <argus@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- i18n, static ---------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.read_timezone("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.read_str("ARGUS_STATIC_ROOT", str(DATA_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG or EMBEDDED
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Serve straight from the finders in embedded mode, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
+
+# --- logging ------------------------------------------------------------------------------------
+LOG_LEVEL = env.read_choice(
+    "ARGUS_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,23 @@
+"""Test settings: production settings plus what only tests need.
+
+Tests run with or without DATABASE_URL/REDIS_URL. Secrets get throwaway values, the
+data dir is a fresh temporary directory (inherited by the processes tests start), and
+the SQLite test database is a file so those processes can share it.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("ARGUS_DATA_DIR", tempfile.mkdtemp(prefix="argus-test-"))
+os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 40)
+os.environ.setdefault("ARGUS_ENCRYPTION_KEY", "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy0hISE")
+os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+os.environ.setdefault("ARGUS_SECURE", "false")
+
+from argus.settings import *  # noqa: F403
+from argus.settings import DATA_DIR, DATABASES
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
