@@ -27,8 +27,6 @@ from argus import events
 logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 100
-# Close codes in the 4000 range are ours: 4401 not authenticated.
-CLOSE_UNAUTHENTICATED = 4401
 
 
 class EventConsumer(AsyncJsonWebsocketConsumer):
@@ -37,7 +35,8 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            # Closing before accept() refuses the handshake (HTTP 403).
+            await self.close()
             return
         # topic -> (stream, id of the last event delivered)
         self.subscriptions: dict[str, list] = {}

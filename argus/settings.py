@@ -16,6 +16,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env.read_str("ARGUS_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 DATABASE_URL_SET = env.read_raw("DATABASE_URL", secret=True) is not None
+DATABASES = {"default": env.read_database("DATABASE_URL", DATA_DIR / "argus.sqlite3")}
 REDIS_URL_SET = env.read_redis_url("REDIS_URL") is not None
 EMBEDDED = not DATABASE_URL_SET and not REDIS_URL_SET
 DEBUG = env.read_bool("DEBUG", default=False)
@@ -123,7 +124,6 @@ TEMPLATES = [
 ]
 
 # --- data ---------------------------------------------------------------------------
-DATABASES = {"default": env.read_database("DATABASE_URL", DATA_DIR / "argus.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "orgs.User"
 
@@ -202,7 +202,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(env.read_str("ARGUS_STATIC_ROOT", str(DATA_DIR / "static")))
+# Serve straight from the finders in embedded mode, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
+_static_root = env.read_str("ARGUS_STATIC_ROOT")
+STATIC_ROOT = (
+    Path(_static_root) if _static_root else None if WHITENOISE_USE_FINDERS else DATA_DIR / "static"
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -213,9 +218,6 @@ STORAGES = {
         )
     },
 }
-# Serve straight from the finders in embedded mode, so no collectstatic step is needed.
-WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
-
 # --- logging ------------------------------------------------------------------------------------
 LOG_LEVEL = env.read_choice(
     "ARGUS_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}

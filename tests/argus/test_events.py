@@ -1,0 +1,270 @@
+"""publish() on commit, the per-topic log, and the /ws/ consumer (WebsocketCommunicator)."""
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+
+from argus import events
+from argus.consumers import EventConsumer
+from orgs.services import SESSION_ORGANIZATION_KEY
+
+pytestmark = pytest.mark.django_db
+
+
+def stream_for(organization):
+    return events.Stream(organization.pk, "org")
+
+
+def communicator(user, session=None):
+    comm = WebsocketCommunicator(EventConsumer.as_asgi(), "/ws/")
+    comm.scope["user"] = user
+    comm.scope["session"] = session or {}
+    return comm
+
+
+def run(coroutine_function):
+    """Run an async scenario from a sync test so ORM calls share the test's transaction."""
+    return async_to_sync(coroutine_function)()
+
+
+def test_publish_waits_for_commit(organization, django_capture_on_commit_callbacks):
+    before = events.last_id(stream_for(organization))
+    with django_capture_on_commit_callbacks() as callbacks:
+        with transaction.atomic():
+            events.publish("org", "thing.created", {"n": 1}, organization=organization)
+        assert events.last_id(stream_for(organization)) == before
+    assert len(callbacks) == 1
+    callbacks[0]()
+    assert events.last_id(stream_for(organization)) == before + 1
+    [event] = events.events_between(stream_for(organization), before)
+    assert event["id"] == before + 1
+    assert event["topic"] == "org"
+    assert event["type"] == "thing.created"
+    assert event["data"] == {"n": 1}
+    assert event["at"]
+
+
+def test_rolled_back_publish_sends_nothing(organization, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        try:
+            with transaction.atomic():
+                events.publish("org", "thing.created", {}, organization=organization)
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+    assert callbacks == []
+
+
+def test_publish_rejects_unknown_topics(organization):
+    with pytest.raises(events.TopicError, match="unknown topic kind"):
+        events.publish("nope:1", "x", {}, organization=organization)
+    with pytest.raises(events.TopicError, match="malformed"):
+        events.publish("org:bad id!", "x", {}, organization=organization)
+
+
+def test_log_keeps_only_the_retention(organization, settings):
+    settings.ARGUS_EVENT_RETENTION = 3
+    stream = events.Stream(organization.pk, "org")
+    first = events.last_id(stream)
+    for n in range(5):
+        events.send_event(stream, "tick", {"n": n})
+    kept = events.events_between(stream, first)
+    assert [e["data"]["n"] for e in kept] == [2, 3, 4]
+    assert [e["id"] for e in kept] == [first + 3, first + 4, first + 5]
+
+
+def test_anonymous_connection_is_refused():
+    async def scenario():
+        comm = communicator(AnonymousUser())
+        connected, _code = await comm.connect()
+        assert not connected
+
+    run(scenario)
+
+
+def test_subscribe_receive_and_unsubscribe(member, organization):
+    stream = stream_for(organization)
+
+    async def scenario():
+        comm = communicator(member)
+        connected, _ = await comm.connect()
+        assert connected
+        await comm.send_json_to({"subscribe": "org", "after": None})
+        ack = await comm.receive_json_from()
+        assert ack["subscribed"] == "org"
+        assert ack["truncated"] is False
+        newest = ack["last_id"]
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(events.send_event)(stream, "agent.status", {"status": "ACTIVE"})
+        event = await comm.receive_json_from()
+        assert event == {
+            "id": newest + 1,
+            "topic": "org",
+            "type": "agent.status",
+            "at": event["at"],
+            "data": {"status": "ACTIVE"},
+        }
+        await comm.send_json_to({"unsubscribe": "org"})
+        assert await comm.receive_json_from() == {"unsubscribed": "org"}
+        await sync_to_async(events.send_event)(stream, "agent.status", {"status": "BUSY"})
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_after_replays_missed_events_in_order(member, organization):
+    stream = stream_for(organization)
+    start = events.last_id(stream)
+    for n in range(4):
+        events.send_event(stream, "tick", {"n": n})
+
+    async def scenario():
+        comm = communicator(member)
+        await comm.connect()
+        await comm.send_json_to({"subscribe": "org", "after": start + 1})
+        ack = await comm.receive_json_from()
+        assert ack == {"subscribed": "org", "last_id": start + 4, "truncated": False}
+        received = [await comm.receive_json_from() for _ in range(3)]
+        assert [e["id"] for e in received] == [start + 2, start + 3, start + 4]
+        assert [e["data"]["n"] for e in received] == [1, 2, 3]
+        assert await comm.receive_nothing(timeout=0.2)
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_gap_in_live_events_is_filled_from_the_log(member, organization):
+    """Two publishers race: the later id reaches the socket first."""
+    stream = stream_for(organization)
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        comm = communicator(member)
+        await comm.connect()
+        await comm.send_json_to({"subscribe": "org", "after": None})
+        newest = (await comm.receive_json_from())["last_id"]
+        # Append one event to the log without fanning it out, then publish the next.
+        await sync_to_async(_append_only)(stream, "first")
+        await sync_to_async(events.send_event)(stream, "second", {})
+        first = await comm.receive_json_from()
+        second = await comm.receive_json_from()
+        assert (first["id"], first["type"]) == (newest + 1, "first")
+        assert (second["id"], second["type"]) == (newest + 2, "second")
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def _append_only(stream, event_type):
+    from django.conf import settings
+
+    from argus.broker import redis_client
+
+    redis_client().eval(
+        events._APPEND,
+        2,
+        events.COUNTER_KEY.format(stream=stream.key),
+        events.LOG_KEY.format(stream=stream.key),
+        f'{{"topic":"org","type":"{event_type}","at":"now","data":{{}}}}',
+        settings.ARGUS_EVENT_RETENTION,
+        settings.ARGUS_EVENT_TTL,
+    )
+
+
+def test_truncated_when_missed_events_are_gone(member, organization, settings):
+    settings.ARGUS_EVENT_RETENTION = 2
+    stream = stream_for(organization)
+    start = events.last_id(stream)
+    for n in range(5):
+        events.send_event(stream, "tick", {"n": n})
+
+    async def scenario():
+        comm = communicator(member)
+        await comm.connect()
+        await comm.send_json_to({"subscribe": "org", "after": start})
+        ack = await comm.receive_json_from()
+        assert ack["truncated"] is True
+        received = [await comm.receive_json_from() for _ in range(2)]
+        assert [e["data"]["n"] for e in received] == [3, 4]
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_outsider_cannot_subscribe_to_another_organization(outsider, organization):
+    """The org topic is always the connection's own organization; a forged session
+    choice of another organization falls back to the user's own."""
+    stream = stream_for(organization)
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        comm = communicator(outsider, {SESSION_ORGANIZATION_KEY: organization.pk})
+        await comm.connect()
+        await comm.send_json_to({"subscribe": "org", "after": None})
+        ack = await comm.receive_json_from()
+        assert ack["subscribed"] == "org"
+        await sync_to_async(events.send_event)(stream, "secret", {"x": 1})
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_user_without_organization_gets_an_error(db):
+    from orgs.models import User
+
+    lonely = User.objects.create_user("lonely@example.test", "pw-pw-pw-pw")
+
+    async def scenario():
+        comm = communicator(lonely)
+        await comm.connect()
+        await comm.send_json_to({"subscribe": "org", "after": None})
+        assert await comm.receive_json_from() == {
+            "error": "no such topic, or not permitted",
+            "topic": "org",
+        }
+        await comm.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"subscribe": "nope"}, "unknown topic kind 'nope'"),
+        ({"subscribe": "org:x y"}, "malformed topic 'org:x y'"),
+        ({"subscribe": 5}, "malformed topic 5"),
+        ({"subscribe": "org", "after": -1}, "'after' must be a non-negative integer or null"),
+        ({"subscribe": "org", "after": "3"}, "'after' must be a non-negative integer or null"),
+        ({"unsubscribe": "org"}, "not subscribed"),
+        ({"hello": 1}, "expected a 'subscribe' or 'unsubscribe' message"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_bad_messages_get_clear_errors(member, message, error):
+    async def scenario():
+        comm = communicator(member)
+        await comm.connect()
+        await comm.send_json_to(message)
+        reply = await comm.receive_json_from()
+        assert reply["error"] == error
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_invalid_json_gets_an_error(member):
+    async def scenario():
+        comm = communicator(member)
+        await comm.connect()
+        await comm.send_to(text_data="{not json")
+        assert (await comm.receive_json_from())["error"] == "expected a JSON object"
+        await comm.disconnect()
+
+    run(scenario)

@@ -1,0 +1,119 @@
+"""Cross-process realtime: a real Celery worker publishes, a real daphne delivers."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from django.conf import settings
+from django.test import Client
+
+from argus import events, heartbeat
+from tests.support import processes
+from tests.support.celery_tasks import publish_event
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+async def _subscribe(port, cookie, after):
+    socket = await websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/",
+        additional_headers={"Cookie": cookie},
+        origin=f"http://127.0.0.1:{port}",
+    )
+    await socket.send(json.dumps({"subscribe": "org", "after": after}))
+    ack = json.loads(await asyncio.wait_for(socket.recv(), 10))
+    assert ack["subscribed"] == "org", ack
+    return socket, ack
+
+
+async def _receive(socket, count, timeout=20):
+    return [json.loads(await asyncio.wait_for(socket.recv(), timeout)) for _ in range(count)]
+
+
+async def _nothing_more(socket, wait=0.5):
+    try:
+        extra = await asyncio.wait_for(socket.recv(), wait)
+    except TimeoutError:
+        return True
+    raise AssertionError(f"unexpected message {extra}")
+
+
+def test_worker_event_reaches_browser_socket_and_reconnect_catches_up(
+    member, organization, tmp_path
+):
+    client = Client()
+    client.force_login(member)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    stream = events.Stream(organization.pk, "org")
+    env = processes.child_env()
+    port = processes.free_port()
+
+    def worker_alive():
+        return any(name.startswith("test-") for name in heartbeat.alive("worker"))
+
+    with (
+        processes.web(port, env, tmp_path / "web.log"),
+        processes.worker(env, tmp_path / "worker.log", ready=worker_alive),
+    ):
+
+        async def scenario():
+            socket, ack = await _subscribe(port, cookie, None)
+            start = ack["last_id"]
+            publish_event.delay(organization.pk, "probe.live", {"n": 1})
+            [live] = await _receive(socket, 1)
+            assert live["id"] == start + 1
+            assert (live["topic"], live["type"], live["data"]) == ("org", "probe.live", {"n": 1})
+            await socket.close()
+
+            # While disconnected, the worker publishes three more.
+            for n in (2, 3, 4):
+                publish_event.delay(organization.pk, "probe.missed", {"n": n})
+            await asyncio.to_thread(
+                processes.wait_until,
+                lambda: events.last_id(stream) >= start + 4,
+                20,
+                "worker published the missed events",
+            )
+
+            socket, ack = await _subscribe(port, cookie, live["id"])
+            assert ack["truncated"] is False
+            missed = await _receive(socket, 3)
+            assert [e["id"] for e in missed] == [start + 2, start + 3, start + 4]
+            assert [e["data"]["n"] for e in missed] == [2, 3, 4]
+
+            publish_event.delay(organization.pk, "probe.live", {"n": 5})
+            [after] = await _receive(socket, 1)
+            assert (after["id"], after["data"]) == (start + 5, {"n": 5})
+            assert await _nothing_more(socket)
+            await socket.close()
+
+        asyncio.run(scenario())
+
+
+def test_socket_from_foreign_origin_is_refused(member, tmp_path):
+    port = processes.free_port()
+    with processes.web(port, processes.child_env(), tmp_path / "web.log"):
+
+        async def scenario():
+            with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                await websockets.connect(
+                    f"ws://127.0.0.1:{port}/ws/", origin="http://evil.example.com"
+                )
+            assert refused.value.response.status_code == 403
+
+        asyncio.run(scenario())
+
+
+def test_unauthenticated_socket_is_refused(tmp_path):
+    port = processes.free_port()
+    with processes.web(port, processes.child_env(), tmp_path / "web.log"):
+
+        async def scenario():
+            with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                await websockets.connect(
+                    f"ws://127.0.0.1:{port}/ws/", origin=f"http://127.0.0.1:{port}"
+                )
+            assert refused.value.response.status_code == 403
+
+        asyncio.run(scenario())
