@@ -1,19 +1,16 @@
 """Embedded SQLite: web and worker writing at once never hit "database is locked"."""
 
-import http.cookiejar
-import re
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
 from tests.support import processes
 from tests.support.celery_tasks import write_rows
+from tests.support.http import log_in
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +21,9 @@ EMAIL, PASSWORD = "writer@example.test", "a long enough password"
 def log_in_repeatedly(port, until, results):
     """Each login writes: a session row and the user's last_login."""
     while time.monotonic() < until:
-        jar = http.cookiejar.CookieJar()
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-        url = f"http://127.0.0.1:{port}/accounts/login/"
         try:
-            with opener.open(url, timeout=30) as response:
-                page = response.read().decode()
-            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-            data = urllib.parse.urlencode(
-                {"csrfmiddlewaretoken": token, "username": EMAIL, "password": PASSWORD}
-            ).encode()
-            request = urllib.request.Request(url, data=data, headers={"Referer": url})
-            with opener.open(request, timeout=30) as response:
-                results.append(response.geturl().endswith(f":{port}/"))
+            _status, url, _body = log_in(f"http://127.0.0.1:{port}", EMAIL, PASSWORD)
+            results.append(url.endswith(f":{port}/"))
         except Exception as exc:  # recorded, asserted below
             results.append(repr(exc))
 

@@ -1,19 +1,17 @@
 """`argus up` on a clean data dir with no services configured."""
 
-import http.cookiejar
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
+from contextlib import contextmanager
 
 import psutil
 import pytest
 
+from tests.support.http import get, log_in
 from tests.support.processes import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -36,17 +34,6 @@ def start_up(data_dir, port, log):
     )
 
 
-def get(url, opener=None):
-    opener = opener or urllib.request.build_opener()
-    try:
-        with opener.open(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return None, ""
-
-
 def healthy(port):
     status, body = get(f"http://127.0.0.1:{port}/health/")
     return status == 200 and json.loads(body)
@@ -66,37 +53,26 @@ def assert_all_gone(processes):
     wait_until(lambda: all(gone(p) for p in processes), 10, "children to exit")
 
 
-def log_in(port, email, password):
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    status, page = get(f"http://127.0.0.1:{port}/accounts/login/", opener)
-    assert status == 200
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    data = urllib.parse.urlencode(
-        {"csrfmiddlewaretoken": token, "username": email, "password": password}
-    ).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/accounts/login/",
-        data=data,
-        headers={"Referer": f"http://127.0.0.1:{port}/accounts/login/"},
-    )
-    with opener.open(request, timeout=10) as response:
-        return response.status, response.geturl(), response.read().decode()
+@contextmanager
+def running_up(tmp_path):
+    """`argus up` on a fresh data dir, once /health/ is 200; killed if still running."""
+    port = free_port()
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = start_up(tmp_path / "var", port, log)
+    try:
+        wait_until(lambda: up.poll() is not None or healthy(port), 120, "health 200")
+        assert up.poll() is None, log_path.read_text()
+        yield up, port, log_path
+    finally:
+        if up.poll() is None:
+            up.kill()
 
 
 def test_up_starts_everything_and_stops_cleanly(tmp_path):
     data_dir = tmp_path / "var"
-    port = free_port()
-    log_path = tmp_path / "up.log"
-    with open(log_path, "wb") as log:
-        up = start_up(data_dir, port, log)
-    try:
-        report = wait_until(
-            lambda: (up.poll() is None and healthy(port)) or up.poll() is not None,
-            120,
-            "health 200",
-        )
-        assert up.poll() is None, log_path.read_text()
+    with running_up(tmp_path) as (up, port, log_path):
+        report = healthy(port)
         assert report["components"]["worker"]["status"] == "up"
         assert report["components"]["beat"]["status"] == "up"
 
@@ -108,7 +84,7 @@ def test_up_starts_everything_and_stops_cleanly(tmp_path):
         password = re.search(r"password: (\S+)", output).group(1)
         assert (data_dir / "demo-login.txt").read_text().split() == [email, password]
 
-        status, url, page = log_in(port, email, password)
+        status, url, page = log_in(f"http://127.0.0.1:{port}", email, password)
         assert status == 200
         assert url == f"http://127.0.0.1:{port}/"
         assert "Demo" in page
@@ -121,20 +97,10 @@ def test_up_starts_everything_and_stops_cleanly(tmp_path):
         assert up.wait(60) == 0, log_path.read_text()
         assert_all_gone(children)
         assert "Argus stopped." in log_path.read_text()
-    finally:
-        if up.poll() is None:
-            up.kill()
 
 
 def test_up_exits_non_zero_when_a_child_dies(tmp_path):
-    data_dir = tmp_path / "var"
-    port = free_port()
-    log_path = tmp_path / "up.log"
-    with open(log_path, "wb") as log:
-        up = start_up(data_dir, port, log)
-    try:
-        wait_until(lambda: healthy(port) or up.poll() is not None, 120, "health 200")
-        assert up.poll() is None, log_path.read_text()
+    with running_up(tmp_path) as (up, _port, log_path):
         children = descendants(up.pid)
         [worker] = [p for p in children if "argus worker" in " ".join(p.cmdline())
                     and p.ppid() == up.pid]  # fmt: skip
@@ -143,9 +109,6 @@ def test_up_exits_non_zero_when_a_child_dies(tmp_path):
         output = log_path.read_text()
         assert "the worker process exited with code -9; stopping Argus" in output
         assert_all_gone(children)
-    finally:
-        if up.poll() is None:
-            up.kill()
 
 
 def test_up_refuses_a_busy_port(tmp_path):
