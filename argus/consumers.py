@@ -98,10 +98,13 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
         backlog = []
         if after is not None and after < newest:
             backlog = await sync_to_async(events.events_between)(stream, after, newest)
-        truncated = (
-            after is not None and after < newest and (not backlog or backlog[0]["id"] != after + 1)
+        # Missed events are gone when the oldest retained one is not right after
+        # `after`, or when `after` is ahead of the stream (its log was reset).
+        truncated = after is not None and (
+            after > newest or (after < newest and (not backlog or backlog[0]["id"] != after + 1))
         )
-        self.subscriptions[topic] = [stream, after if after is not None else newest]
+        start = newest if after is None else min(after, newest)
+        self.subscriptions[topic] = [stream, start]
         await self.send_json({"subscribed": topic, "last_id": newest, "truncated": truncated})
         for event in backlog:
             await self.deliver(topic, event)

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.conf import settings
 from django.db import connection
 
@@ -46,17 +46,24 @@ def _check_alive(component: str) -> Callable[[], str]:
 
 
 async def check_channel_layer() -> str:
-    """Send a message to a fresh channel and read it back."""
-    layer = get_channel_layer()
-    if layer is None:
-        raise ComponentDown("no channel layer configured")
-    channel = await layer.new_channel("health.")
-    token = uuid.uuid4().hex
-    await layer.send(channel, {"type": "health.ping", "token": token})
-    message = await asyncio.wait_for(layer.receive(channel), CHANNEL_LAYER_TIMEOUT)
-    if message.get("token") != token:
-        raise ComponentDown("the channel layer returned a different message")
-    return type(layer).__name__
+    """Send a message to a fresh channel and read it back.
+
+    The probe uses its own layer instance: receiving on the process's shared layer
+    would contend with the websocket consumers' receive loop in this process.
+    """
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    try:
+        channel = await layer.new_channel("health.")
+        token = uuid.uuid4().hex
+        await layer.send(channel, {"type": "health.ping", "token": token})
+        message = await asyncio.wait_for(layer.receive(channel), CHANNEL_LAYER_TIMEOUT)
+        if message.get("token") != token:
+            raise ComponentDown("the channel layer returned a different message")
+        return type(layer).__name__
+    finally:
+        close = getattr(layer, "close_pools", None)
+        if close is not None:
+            await close()
 
 
 SYNC_CHECKS = {

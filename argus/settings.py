@@ -204,6 +204,7 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the finders in embedded mode, so no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = EMBEDDED or DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 _static_root = env.read_str("ARGUS_STATIC_ROOT")
 STATIC_ROOT = (
     Path(_static_root) if _static_root else None if WHITENOISE_USE_FINDERS else DATA_DIR / "static"

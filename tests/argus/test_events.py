@@ -268,3 +268,45 @@ def test_invalid_json_gets_an_error(member):
         await comm.disconnect()
 
     run(scenario)
+
+
+def test_after_ahead_of_the_stream_is_truncated_and_still_live(member, organization):
+    """A client remembers ids from before the broker's data was reset."""
+    stream = stream_for(organization)
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        newest = await sync_to_async(events.last_id)(stream)
+        comm = communicator(member)
+        await comm.connect()
+        await comm.send_json_to({"subscribe": "org", "after": newest + 1000})
+        ack = await comm.receive_json_from()
+        assert ack == {"subscribed": "org", "last_id": newest, "truncated": True}
+        await sync_to_async(events.send_event)(stream, "fresh", {})
+        assert (await comm.receive_json_from())["id"] == newest + 1
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_health_probe_leaves_live_subscriptions_alone(member, organization):
+    """The channel-layer check runs in the web process beside the consumers."""
+    from argus.health import check_channel_layer
+
+    stream = stream_for(organization)
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        comm = communicator(member)
+        await comm.connect()
+        await comm.send_json_to({"subscribe": "org", "after": None})
+        newest = (await comm.receive_json_from())["last_id"]
+        for _ in range(3):
+            assert await check_channel_layer() == "RedisChannelLayer"
+        await sync_to_async(events.send_event)(stream, "after.probe", {})
+        assert (await comm.receive_json_from())["id"] == newest + 1
+        await comm.disconnect()
+
+    run(scenario)
