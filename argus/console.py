@@ -21,7 +21,6 @@ def navigation(request):
     if user is None or not user.is_authenticated:
         return {}
     from orgs.models import Membership
-    from orgs.services import current_organization
 
     items = []
     for label, url_name in NAVIGATION:
@@ -33,7 +32,7 @@ def navigation(request):
             request.path == url or (url != "/" and request.path.startswith(url))
         )
         items.append({"label": label, "url": url, "active": active})
-    organization = current_organization(user, request.session)
+    organization = getattr(request, "organization", None) or None
     role = None
     if organization is not None:
         role = (

@@ -1,0 +1,67 @@
+"""The console in a real browser: sign in, then watch a worker's event arrive live."""
+
+import os
+import shutil
+
+import pytest
+from django.conf import settings
+
+from argus import heartbeat
+from tests.support import processes
+from tests.support.celery_tasks import publish_event
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.fixture
+def browser():
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("ARGUS_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+# `browser` comes last: Playwright runs an event loop in this thread and the ORM refuses
+# to run inside one, so the database fixtures must be set up before it starts.
+def test_sign_in_and_see_a_worker_event_live(member, organization, tmp_path, browser):
+    port = processes.free_port()
+    env = processes.child_env()
+    base = f"http://127.0.0.1:{port}"
+
+    def worker_alive():
+        return any(name.startswith("test-") for name in heartbeat.alive("worker"))
+
+    with (
+        processes.web(port, env, tmp_path / "web.log"),
+        processes.worker(env, tmp_path / "worker.log", ready=worker_alive),
+    ):
+        page = browser.new_page()
+        page.goto(f"{base}/")
+        assert page.url == f"{base}/accounts/login/?next=/"
+        page.fill("input[name=username]", member.email)
+        page.fill("input[name=password]", "wrong password")
+        page.click("button[type=submit]")
+        assert page.locator("text=Please enter a correct email address").is_visible()
+        page.fill("input[name=password]", "correct horse battery")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/")
+        assert page.locator("h1").inner_text() == "Dashboard"
+
+        page.wait_for_selector("[data-connection-state][data-state=live]", timeout=15000)
+        publish_event.delay(organization.pk, "browser.probe", {"hello": "world"})
+        item = page.wait_for_selector("[data-events] li:has-text('browser.probe')", timeout=20000)
+        assert '{"hello":"world"}' in item.inner_text()
+        assert page.locator("[data-empty]").is_hidden()
+        page.screenshot(path=os.environ.get("ARGUS_SCREENSHOT", str(tmp_path / "dashboard.png")))
+    assert settings.SESSION_COOKIE_NAME in {c["name"] for c in page.context.cookies()}
