@@ -120,7 +120,7 @@ def test_admin_for_staff_only(client, member, admin_client):
 def test_badge_colours():
     assert badge("MANAGER", "orgs.Role") == ("Manager", "orange")
     assert badge("UNHEARD_OF", "orgs.Role") == ("UNHEARD_OF", "gray")
-    with pytest.raises(LookupError, match="no badge colours registered for 'nope.Thing'"):
+    with pytest.raises(LookupError, match=r"no badge colours registered for 'nope\.Thing'"):
         badge("X", "nope.Thing")
 
 
