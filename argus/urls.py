@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
 from django.urls import include, path
+from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
 from argus import views
@@ -20,5 +21,9 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
-    path("favicon.ico", RedirectView.as_view(url=static("argus/favicon.svg"), permanent=True)),
+    # Resolved per request: production's hashed name exists only after collectstatic.
+    path(
+        "favicon.ico",
+        RedirectView.as_view(url=lazy(static, str)("argus/favicon.svg"), permanent=True),
+    ),
 ]
