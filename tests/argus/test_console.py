@@ -133,3 +133,11 @@ def test_register_colors_refuses_gaps_and_unknown_colours():
         register_colors(Light, {Light.ON: "green"})
     with pytest.raises(ValueError, match="unknown colours"):
         register_colors(Light, {Light.ON: "green", Light.OFF: "chartreuse"})
+
+
+def test_server_error_page_needs_no_context(django_assert_num_queries):
+    from django.template.loader import render_to_string
+
+    with django_assert_num_queries(0):
+        html = render_to_string("500.html")
+    assert "Server error" in html and "/static/argus/argus.css" in html

@@ -1,7 +1,7 @@
 """publish() on commit, the per-topic log, and the /ws/ consumer (WebsocketCommunicator)."""
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
@@ -22,6 +22,15 @@ def communicator(user, session=None):
     comm.scope["user"] = user
     comm.scope["session"] = session or {}
     return comm
+
+
+async def subscribed(user, after=None, session=None):
+    """A connected communicator subscribed to ``org``, and the subscription's ack."""
+    comm = communicator(user, session)
+    connected, _ = await comm.connect()
+    assert connected
+    await comm.send_json_to({"subscribe": "org", "after": after})
+    return comm, await comm.receive_json_from()
 
 
 def run(coroutine_function):
@@ -88,16 +97,10 @@ def test_subscribe_receive_and_unsubscribe(member, organization):
     stream = stream_for(organization)
 
     async def scenario():
-        comm = communicator(member)
-        connected, _ = await comm.connect()
-        assert connected
-        await comm.send_json_to({"subscribe": "org", "after": None})
-        ack = await comm.receive_json_from()
+        comm, ack = await subscribed(member, None)
         assert ack["subscribed"] == "org"
         assert ack["truncated"] is False
         newest = ack["last_id"]
-        from asgiref.sync import sync_to_async
-
         await sync_to_async(events.send_event)(stream, "agent.status", {"status": "ACTIVE"})
         event = await comm.receive_json_from()
         assert event == {
@@ -123,10 +126,7 @@ def test_after_replays_missed_events_in_order(member, organization):
         events.send_event(stream, "tick", {"n": n})
 
     async def scenario():
-        comm = communicator(member)
-        await comm.connect()
-        await comm.send_json_to({"subscribe": "org", "after": start + 1})
-        ack = await comm.receive_json_from()
+        comm, ack = await subscribed(member, start + 1)
         assert ack == {"subscribed": "org", "last_id": start + 4, "truncated": False}
         received = [await comm.receive_json_from() for _ in range(3)]
         assert [e["id"] for e in received] == [start + 2, start + 3, start + 4]
@@ -142,12 +142,8 @@ def test_gap_in_live_events_is_filled_from_the_log(member, organization):
     stream = stream_for(organization)
 
     async def scenario():
-        from asgiref.sync import sync_to_async
-
-        comm = communicator(member)
-        await comm.connect()
-        await comm.send_json_to({"subscribe": "org", "after": None})
-        newest = (await comm.receive_json_from())["last_id"]
+        comm, ack = await subscribed(member, None)
+        newest = ack["last_id"]
         # Append one event to the log without fanning it out, then publish the next.
         await sync_to_async(_append_only)(stream, "first")
         await sync_to_async(events.send_event)(stream, "second", {})
@@ -184,10 +180,7 @@ def test_truncated_when_missed_events_are_gone(member, organization, settings):
         events.send_event(stream, "tick", {"n": n})
 
     async def scenario():
-        comm = communicator(member)
-        await comm.connect()
-        await comm.send_json_to({"subscribe": "org", "after": start})
-        ack = await comm.receive_json_from()
+        comm, ack = await subscribed(member, start)
         assert ack["truncated"] is True
         received = [await comm.receive_json_from() for _ in range(2)]
         assert [e["data"]["n"] for e in received] == [3, 4]
@@ -202,12 +195,7 @@ def test_outsider_cannot_subscribe_to_another_organization(outsider, organizatio
     stream = stream_for(organization)
 
     async def scenario():
-        from asgiref.sync import sync_to_async
-
-        comm = communicator(outsider, {SESSION_ORGANIZATION_KEY: organization.pk})
-        await comm.connect()
-        await comm.send_json_to({"subscribe": "org", "after": None})
-        ack = await comm.receive_json_from()
+        comm, ack = await subscribed(outsider, None, {SESSION_ORGANIZATION_KEY: organization.pk})
         assert ack["subscribed"] == "org"
         await sync_to_async(events.send_event)(stream, "secret", {"x": 1})
         assert await comm.receive_nothing(timeout=0.3)
@@ -275,13 +263,8 @@ def test_after_ahead_of_the_stream_is_truncated_and_still_live(member, organizat
     stream = stream_for(organization)
 
     async def scenario():
-        from asgiref.sync import sync_to_async
-
         newest = await sync_to_async(events.last_id)(stream)
-        comm = communicator(member)
-        await comm.connect()
-        await comm.send_json_to({"subscribe": "org", "after": newest + 1000})
-        ack = await comm.receive_json_from()
+        comm, ack = await subscribed(member, newest + 1000)
         assert ack == {"subscribed": "org", "last_id": newest, "truncated": True}
         await sync_to_async(events.send_event)(stream, "fresh", {})
         assert (await comm.receive_json_from())["id"] == newest + 1
@@ -297,12 +280,8 @@ def test_health_probe_leaves_live_subscriptions_alone(member, organization):
     stream = stream_for(organization)
 
     async def scenario():
-        from asgiref.sync import sync_to_async
-
-        comm = communicator(member)
-        await comm.connect()
-        await comm.send_json_to({"subscribe": "org", "after": None})
-        newest = (await comm.receive_json_from())["last_id"]
+        comm, ack = await subscribed(member, None)
+        newest = ack["last_id"]
         for _ in range(3):
             assert await check_channel_layer() == "RedisChannelLayer"
         await sync_to_async(events.send_event)(stream, "after.probe", {})
