@@ -6,3 +6,6 @@ class ArgusConfig(AppConfig):
 
     name = "argus"
     verbose_name = "Argus"
+
+    def ready(self):
+        from argus import signals  # noqa: F401 - connects the receivers

@@ -12,6 +12,9 @@ Server → client::
     {"unsubscribed": "<topic>"}
     {"error": "<message>", "topic": "<topic or null>"}
 
+An unauthenticated handshake is refused (HTTP 403); a socket whose login session ends
+(logout) is closed with code 4401.
+
 Events of one topic arrive in id order with no gaps and no duplicates while they are
 retained; ``truncated`` says that some events after ``after`` are no longer retained.
 """
@@ -27,6 +30,8 @@ from argus import events
 logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 100
+# Sent when the login session behind a socket ends (logout); clients should not retry.
+CLOSE_SESSION_ENDED = 4401
 
 
 class EventConsumer(AsyncJsonWebsocketConsumer):
@@ -38,13 +43,30 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
             # Closing before accept() refuses the handshake (HTTP 403).
             await self.close()
             return
-        # topic -> (stream, id of the last event delivered)
+        # topic -> [stream, id of the last event delivered]
         self.subscriptions: dict[str, list] = {}
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        self.session_group = events.session_group(key) if key else None
+        if self.session_group:
+            await self.channel_layer.group_add(self.session_group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
         for stream, _last in getattr(self, "subscriptions", {}).values():
             await self.channel_layer.group_discard(stream.group, self.channel_name)
+        if getattr(self, "session_group", None):
+            await self.channel_layer.group_discard(self.session_group, self.channel_name)
+
+    async def session_ended(self, message):
+        """The user logged out: this socket's authentication is gone."""
+        await self.close(code=CLOSE_SESSION_ENDED)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if text_data is None:
+            await self.send_json({"error": "expected a text frame holding JSON", "topic": None})
+            return
+        await super().receive(text_data=text_data, **kwargs)
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict):
@@ -91,13 +113,19 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         stream = events.Stream(organization_id, topic)
+        previous = self.subscriptions.get(topic)
+        if previous is not None and previous[0] != stream:
+            # The same topic name now means another organization (switched).
+            await self.channel_layer.group_discard(previous[0].group, self.channel_name)
         # Join first, then read the log: anything published in between arrives twice
         # and the id check in `deliver` drops the second copy.
         await self.channel_layer.group_add(stream.group, self.channel_name)
-        newest = await sync_to_async(events.last_id)(stream)
+        newest = await sync_to_async(events.last_id, thread_sensitive=False)(stream)
         backlog = []
         if after is not None and after < newest:
-            backlog = await sync_to_async(events.events_between)(stream, after, newest)
+            backlog = await sync_to_async(events.events_between, thread_sensitive=False)(
+                stream, after, newest
+            )
         # Missed events are gone when the oldest retained one is not right after
         # `after`, or when `after` is ahead of the stream (its log was reset).
         truncated = after is not None and (
@@ -129,7 +157,7 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
         stream, last = entry
         if event["id"] > last + 1:
             # Publishers race between INCR and the group send: fetch what came before.
-            for missing in await sync_to_async(events.events_between)(
+            for missing in await sync_to_async(events.events_between, thread_sensitive=False)(
                 stream, last, event["id"] - 1
             ):
                 await self.deliver(topic, missing)

@@ -8,6 +8,7 @@ that Argus says to set ``REDIS_URL``.
 """
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -25,14 +26,30 @@ class BrokerUnavailable(RuntimeError):
 def broker_socket_path(data_dir: Path) -> Path:
     """Where the embedded broker listens for this data dir.
 
-    Inside the data dir when the path fits in a socket address, otherwise a name in the
-    temporary directory derived from the data dir, so every process agrees on it.
+    Inside the data dir when the path fits in a socket address; otherwise in a private
+    per-user directory of the temporary directory, under a name derived from the data
+    dir, so every process agrees on it.
     """
     path = Path(data_dir) / "run" / "broker.sock"
     if len(str(path)) <= MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"argus-{digest}.sock"
+    return Path(tempfile.gettempdir()) / f"argus-{os.getuid()}" / f"{digest}.sock"
+
+
+def private_directory(path: Path) -> Path:
+    """Create ``path`` with mode 0700, or make an existing one of ours 0700.
+
+    Raises :class:`BrokerUnavailable` when another user owns it: a socket there could
+    be swapped for someone else's server.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise BrokerUnavailable(f"{path} belongs to another user; refusing to use it")
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 def server_binary() -> str:
@@ -56,9 +73,8 @@ def server_binary() -> str:
 def broker_command(data_dir: Path) -> list[str]:
     """The command line that runs the embedded broker in the foreground."""
     socket_path = broker_socket_path(data_dir)
-    store = Path(data_dir) / "broker"
-    store.mkdir(parents=True, exist_ok=True)
-    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    store = private_directory(Path(data_dir) / "broker")
+    private_directory(socket_path.parent)
     return [
         server_binary(),
         "--port",
@@ -89,6 +105,7 @@ def start_broker(data_dir: Path, *, timeout: float = 10.0, **popen_kwargs) -> su
     """Start the embedded broker as a child process and wait until it answers PING."""
     import redis
 
+    command = broker_command(data_dir)  # checks the directories first
     socket_path = broker_socket_path(data_dir)
     if socket_path.exists():
         # A socket left by a killed broker would make the new one fail to bind.
@@ -101,7 +118,7 @@ def start_broker(data_dir: Path, *, timeout: float = 10.0, **popen_kwargs) -> su
                 f"an embedded broker is already running for {data_dir} ({socket_path}); "
                 "is another `argus up` using this data dir?"
             )
-    process = subprocess.Popen(broker_command(data_dir), **popen_kwargs)  # noqa: S603
+    process = subprocess.Popen(command, **popen_kwargs)  # noqa: S603
     deadline = time.monotonic() + timeout
     client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1)
     while time.monotonic() < deadline:

@@ -49,11 +49,13 @@ def read_raw(name: str, *, secret: bool = False) -> str | None:
 
 
 def read_str(name: str, default: str | None = None, *, secret: bool = False) -> str | None:
+    """The value, or ``default`` when unset or empty."""
     value = read_raw(name, secret=secret)
     return default if value is None else value
 
 
 def read_bool(name: str, default: bool) -> bool:
+    """true/false, 1/0, yes/no or on/off (any case)."""
     value = read_raw(name)
     if value is None:
         return default
@@ -66,6 +68,7 @@ def read_bool(name: str, default: bool) -> bool:
 
 
 def read_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    """A whole number, at least ``minimum`` when given."""
     value = read_raw(name)
     if value is None:
         return default
@@ -90,6 +93,7 @@ def read_list(name: str, default: list[str]) -> list[str]:
 
 
 def read_choice(name: str, default: str, choices: set[str]) -> str:
+    """One of ``choices``, spelled exactly."""
     value = read_raw(name)
     if value is None:
         return default
@@ -110,6 +114,7 @@ def read_origins(name: str) -> list[str]:
 
 
 def read_timezone(name: str, default: str) -> str:
+    """An IANA time zone name known to this system."""
     import zoneinfo
 
     value = read_str(name, default)
@@ -121,6 +126,7 @@ def read_timezone(name: str, default: str) -> str:
 
 
 def read_redis_url(name: str) -> str | None:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL with a valid host and port."""
     value = read_raw(name, secret=True)
     if value is None:
         return None
@@ -157,16 +163,13 @@ def read_database(name: str, default_sqlite: Path) -> dict:
             raise SettingError(name, f"no database name in {value!r}")
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside one writer; IMMEDIATE takes the write lock at
-        # BEGIN so two writers queue on the busy timeout instead of deadlocking.
+        # BEGIN so two writers queue on the busy timeout (`timeout`, in seconds)
+        # instead of deadlocking.
         config["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
-            "init_command": (
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
-            ),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
-    else:
-        config["CONN_HEALTH_CHECKS"] = True
     return config
 
 
@@ -231,7 +234,7 @@ def read_or_generate_secret(name: str, store: Path, *, generate: bool, length: i
         )
     if store.exists():
         return store.read_text(encoding="utf-8").strip()
-    store.parent.mkdir(parents=True, exist_ok=True)
+    store.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = secrets.token_urlsafe(length)
     # Write-then-rename with O_EXCL semantics so two processes starting at once agree.
     tmp = store.with_name(f".{store.name}.{os.getpid()}")

@@ -3,14 +3,16 @@
 An event is ``{id, topic, type, at, data}``. ``topic`` is what clients subscribe to
 (``org``, ``agent:12`` …); every topic lives inside one organization, so the stored
 stream key is ``<organization id>:<topic>`` and nothing crosses tenants. Ids come from
-a per-stream counter in Redis and only increase. The last ``ARGUS_EVENT_RETENTION``
-events of each stream are kept so a client that reconnects with its last id gets
-what it missed.
+a per-stream counter in Redis and only increase; a stream idle for ``ARGUS_EVENT_TTL``
+is forgotten and starts again, which clients learn as ``truncated``. The last
+``ARGUS_EVENT_RETENTION`` events of each stream are kept so a client that reconnects
+with its last id gets what it missed.
 
 Apps add topic kinds with :func:`register_topic`: the hook decides whether a
 connection may subscribe and in which organization the topic lives.
 """
 
+import hashlib
 import json
 import logging
 import re
@@ -32,6 +34,7 @@ TOPIC_RE = re.compile(r"^(?P<kind>[a-z][a-z_]*)(?::(?P<arg>[A-Za-z0-9_-]{1,64}))
 COUNTER_KEY = "argus:events:{stream}:seq"
 LOG_KEY = "argus:events:{stream}:log"
 GROUP_PREFIX = "argus.ev."
+SESSION_GROUP_PREFIX = "argus.session."
 
 # KEYS: counter, log. ARGV: body (JSON without id), retention, log ttl.
 # Incrementing and appending in one script keeps ids and log order identical.
@@ -40,6 +43,7 @@ local id = redis.call('INCR', KEYS[1])
 redis.call('ZADD', KEYS[2], id, id .. '|' .. ARGV[1])
 local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[2])
 if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
 return id
 """
@@ -127,6 +131,20 @@ def send_event(stream: Stream, type: str, data: dict[str, Any]) -> dict[str, Any
         stream.group, {"type": "argus.event", "stream": stream.key, "event": event}
     )
     return event
+
+
+def session_group(session_key: str) -> str:
+    """The group every socket of one login session joins, to be closed at logout."""
+    return SESSION_GROUP_PREFIX + hashlib.sha256(session_key.encode()).hexdigest()[:40]
+
+
+def end_session(session_key: str) -> None:
+    """Close the sockets of a login session once the current transaction commits."""
+    group = session_group(session_key)
+    transaction.on_commit(
+        lambda: async_to_sync(get_channel_layer().group_send)(group, {"type": "session.ended"}),
+        robust=True,
+    )
 
 
 def last_id(stream: Stream) -> int:

@@ -3,7 +3,6 @@
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
@@ -22,6 +21,7 @@ class ComponentDown(Exception):
 
 
 def check_database() -> str:
+    """A round trip to the database; returns its vendor."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
@@ -29,20 +29,30 @@ def check_database() -> str:
 
 
 def check_broker() -> str:
+    """PING the broker; returns whether it is embedded or an external Redis."""
     redis_client().ping()
     return "embedded" if not settings.REDIS_URL_SET else "redis"
 
 
-def _check_alive(component: str) -> Callable[[], str]:
-    def check() -> str:
-        names = heartbeat.alive(component)
-        if not names:
-            raise ComponentDown(
-                f"no {component} heartbeat in the last {settings.ARGUS_HEARTBEAT_TTL} s"
-            )
-        return ", ".join(names)
+def check_worker() -> str:
+    """Up when a worker process is alive and, while beat runs, workers run its pings."""
+    names = heartbeat.alive("worker")
+    ttl = settings.ARGUS_HEARTBEAT_TTL
+    if not names:
+        raise ComponentDown(f"no worker heartbeat in the last {ttl} s")
+    if heartbeat.alive("beat") and not heartbeat.alive("consumer"):
+        raise ComponentDown(
+            f"workers are running but none ran the heartbeat task in the last {ttl} s"
+        )
+    return ", ".join(names)
 
-    return check
+
+def check_beat() -> str:
+    """Up when a beat process stamped its heartbeat recently."""
+    names = heartbeat.alive("beat")
+    if not names:
+        raise ComponentDown(f"no beat heartbeat in the last {settings.ARGUS_HEARTBEAT_TTL} s")
+    return ", ".join(names)
 
 
 async def check_channel_layer() -> str:
@@ -69,8 +79,8 @@ async def check_channel_layer() -> str:
 SYNC_CHECKS = {
     "database": check_database,
     "broker": check_broker,
-    "worker": _check_alive("worker"),
-    "beat": _check_alive("beat"),
+    "worker": check_worker,
+    "beat": check_beat,
 }
 
 
@@ -86,7 +96,7 @@ async def _run(name: str) -> dict:
     except ComponentDown as exc:
         return {"status": "down", "reason": str(exc)}
     except Exception as exc:  # any failure of a component is a reason to show, not a 500
-        return {"status": "down", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"status": "down", "reason": type(exc).__name__, "error": str(exc)[:300]}
     return {
         "status": "up",
         "detail": detail,
@@ -95,8 +105,24 @@ async def _run(name: str) -> dict:
 
 
 async def check_all(names=COMPONENTS) -> dict:
-    """The state of each named component; ``status`` is "ok" only when all are up."""
+    """The state of each named component; ``status`` is "ok" only when all are up.
+
+    Components carry ``detail`` (hosts, process names) and, when an unexpected error
+    took them down, ``error`` (its message): see :func:`public` for anonymous callers.
+    """
     results = await asyncio.gather(*(_run(name) for name in names))
     components = dict(zip(names, results, strict=True))
     healthy = all(result["status"] == "up" for result in results)
     return {"status": "ok" if healthy else "down", "components": components}
+
+
+def public(report: dict) -> dict:
+    """The report without host names, process names and error messages."""
+    hidden = {"detail", "error"}
+    return {
+        "status": report["status"],
+        "components": {
+            name: {key: value for key, value in state.items() if key not in hidden}
+            for name, state in report["components"].items()
+        },
+    }

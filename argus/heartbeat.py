@@ -1,8 +1,10 @@
 """Liveness of Celery workers and beat, as seen by ``/health/``.
 
-Each worker runs a timer that stamps a hash entry in Redis every
-``ARGUS_HEARTBEAT_INTERVAL`` seconds; beat stamps its own from its scheduler loop
-(argus/beat.py). A component is alive when one of its stamps is younger than
+Three stamps, each a hash entry in Redis refreshed every ``ARGUS_HEARTBEAT_INTERVAL``
+seconds: ``worker`` from a timer in each worker process, ``beat`` from beat's scheduler
+loop (argus/beat.py), and ``consumer`` from the ``argus.heartbeat`` task that beat
+sends and a worker runs (argus/tasks.py), which proves the whole path from beat
+through the broker to a worker. A stamp counts while it is younger than
 ``ARGUS_HEARTBEAT_TTL``.
 """
 
@@ -19,7 +21,6 @@ from argus.broker import redis_client
 logger = logging.getLogger(__name__)
 
 KEY = "argus:heartbeat:{component}"
-COMPONENTS = ("worker", "beat")
 
 
 def record_heartbeat(component: str, name: str) -> None:
@@ -54,6 +55,7 @@ def forget(component: str, name: str) -> None:
 
 
 def process_name() -> str:
+    """``host:pid``, naming a beat process in its stamp."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

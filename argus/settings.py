@@ -14,7 +14,8 @@ from argus import env
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DATA_DIR = Path(env.read_str("ARGUS_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Private: it holds the database, generated secrets and the broker's data.
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 DATABASE_URL_SET = env.read_raw("DATABASE_URL", secret=True) is not None
 DATABASES = {"default": env.read_database("DATABASE_URL", DATA_DIR / "argus.sqlite3")}
 REDIS_URL_SET = env.read_redis_url("REDIS_URL") is not None
@@ -169,6 +170,19 @@ CELERY_BEAT_SCHEDULER = "argus.beat:HeartbeatScheduler"
 # How often worker and beat prove they are alive, and how old a proof may get.
 ARGUS_HEARTBEAT_INTERVAL = env.read_int("ARGUS_HEARTBEAT_INTERVAL", 5, minimum=1)
 ARGUS_HEARTBEAT_TTL = env.read_int("ARGUS_HEARTBEAT_TTL", 20, minimum=2)
+if ARGUS_HEARTBEAT_TTL <= ARGUS_HEARTBEAT_INTERVAL:
+    raise env.SettingError(
+        "ARGUS_HEARTBEAT_TTL",
+        f"must be greater than ARGUS_HEARTBEAT_INTERVAL ({ARGUS_HEARTBEAT_INTERVAL})",
+    )
+CELERY_BEAT_SCHEDULE = {
+    "argus-heartbeat": {
+        "task": "argus.heartbeat",
+        "schedule": float(ARGUS_HEARTBEAT_INTERVAL),
+        # A heartbeat nobody ran in time is worthless: never let them pile up.
+        "options": {"expires": ARGUS_HEARTBEAT_INTERVAL * 2},
+    }
+}
 
 # --- realtime ---------------------------------------------------------------------------
 # Recent events kept per topic for clients that reconnect with `after`.

@@ -21,9 +21,10 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
-    # Resolved per request: production's hashed name exists only after collectstatic.
+    # Resolved per request (the hashed name exists only after collectstatic) and not
+    # permanent, since that name changes with every release.
     path(
         "favicon.ico",
-        RedirectView.as_view(url=lazy(static, str)("argus/favicon.svg"), permanent=True),
+        RedirectView.as_view(url=lazy(static, str)("argus/favicon.svg")),
     ),
 ]

@@ -10,7 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.generic import TemplateView
 
 from argus import events
-from argus.health import check_all
+from argus.health import check_all, public
 
 logger = logging.getLogger(__name__)
 RECENT_EVENTS = 20
@@ -18,9 +18,14 @@ RECENT_EVENTS = 20
 
 @never_cache
 async def health(request):
-    """200 with every component's state when all are up, 503 otherwise."""
+    """200 with every component's state when all are up, 503 otherwise.
+
+    Anyone may ask; only staff see host names, process names and error messages.
+    """
     report = await check_all()
-    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+    status = 200 if report["status"] == "ok" else 503
+    user = await request.auser()
+    return JsonResponse(report if user.is_staff else public(report), status=status)
 
 
 class DashboardView(LoginRequiredMixin, TemplateView):

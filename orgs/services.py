@@ -3,7 +3,7 @@
 import secrets
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from orgs.choices import Role
@@ -27,11 +27,15 @@ def create_organization(name: str, *, owner: User, slug: str | None = None) -> O
     slug = slugify(slug or name)
     if not slug:
         raise OrganizationError("The organization needs a name made of letters or digits.")
-    with transaction.atomic():
-        if Organization.objects.filter(slug=slug).exists():
-            raise OrganizationError(f"The slug {slug!r} is already taken.")
-        organization = Organization.objects.create(name=name, slug=slug)
-        Membership.objects.create(user=owner, organization=organization, role=Role.ADMIN)
+    taken = OrganizationError(f"The slug {slug!r} is already taken.")
+    if Organization.objects.filter(slug=slug).exists():
+        raise taken
+    try:
+        with transaction.atomic():
+            organization = Organization.objects.create(name=name, slug=slug)
+            Membership.objects.create(user=owner, organization=organization, role=Role.ADMIN)
+    except IntegrityError:  # created by someone else between the check and the insert
+        raise taken from None
     return organization
 
 
@@ -71,8 +75,9 @@ def seed_demo_organization(data_dir: Path) -> tuple[User, str | None, bool]:
         elif not Membership.objects.filter(user=user, organization=organization).exists():
             Membership.objects.create(user=user, organization=organization, role=Role.ADMIN)
     if password is not None:
-        login_file.parent.mkdir(parents=True, exist_ok=True)
+        login_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         login_file.touch(mode=0o600)
+        login_file.chmod(0o600)
         login_file.write_text(f"{DEMO_EMAIL}\n{password}\n", encoding="utf-8")
     elif login_file.exists():
         lines = login_file.read_text(encoding="utf-8").splitlines()

@@ -25,10 +25,10 @@ def broker():
 @pytest.fixture
 def clean_heartbeats():
     """No worker or beat stamps left by other tests or processes."""
-    client = redis_client()
-    client.delete("argus:heartbeat:worker", "argus:heartbeat:beat")
+    keys = [f"argus:heartbeat:{component}" for component in ("worker", "beat", "consumer")]
+    redis_client().delete(*keys)
     yield
-    client.delete("argus:heartbeat:worker", "argus:heartbeat:beat")
+    redis_client().delete(*keys)
 
 
 @pytest.fixture

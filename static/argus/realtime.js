@@ -7,7 +7,8 @@
  *   server -> client  {"subscribed": topic, "last_id": n, "truncated": bool}
  *                     {"id": n, "topic": t, "type": s, "at": iso, "data": {...}}
  *                     {"unsubscribed": topic}    {"error": message, "topic": topic|null}
- *   close code 4401: not signed in; the client stops and shows "Signed out".
+ *   close code 4401: the login session ended (logout); the client stops and shows
+ *   "Signed out". A refused handshake (not signed in) is detected with a HEAD request.
  *
  * API (window.Argus.realtime):
  *   subscribe(topic, handler, options?) -> unsubscribe()
@@ -247,11 +248,10 @@
     if (entry.lastId === null) {
       entry.lastId = lastId;
     } else if (lastId < entry.lastId) {
-      // The stream restarted (its counter is lower than what we saw): follow it
-      // from its current position, or new events would be taken for duplicates.
+      // The stream restarted (its counter is lower than what we saw): follow it from
+      // its current position, or new events would be taken for duplicates. The
+      // server marks this subscription truncated, so the gap notice shows.
       entry.lastId = lastId;
-      sendSubscribe(topic);
-      return;
     }
     const info = { topic: topic, last_id: lastId, truncated: message.truncated === true };
     entry.entries.forEach(function (sub) {

@@ -6,7 +6,6 @@ import shutil
 import pytest
 from django.conf import settings
 
-from argus import heartbeat
 from tests.support import processes
 from tests.support.celery_tasks import publish_event
 
@@ -39,12 +38,9 @@ def test_sign_in_and_see_a_worker_event_live(member, organization, tmp_path, bro
     env = processes.child_env()
     base = f"http://127.0.0.1:{port}"
 
-    def worker_alive():
-        return any(name.startswith("test-") for name in heartbeat.alive("worker"))
-
     with (
         processes.web(port, env, tmp_path / "web.log"),
-        processes.worker(env, tmp_path / "worker.log", ready=worker_alive),
+        processes.worker(env, tmp_path / "worker.log"),
     ):
         page = browser.new_page()
         page.goto(f"{base}/")

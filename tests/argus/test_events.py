@@ -10,7 +10,9 @@ from argus import events
 from argus.consumers import EventConsumer
 from orgs.services import SESSION_ORGANIZATION_KEY
 
-pytestmark = pytest.mark.django_db
+# Transactional: the consumer reaches the ORM through database_sync_to_async, which
+# closes the test's connection inside the test transaction otherwise.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def stream_for(organization):
@@ -30,7 +32,7 @@ async def subscribed(user, after=None, session=None):
     connected, _ = await comm.connect()
     assert connected
     await comm.send_json_to({"subscribe": "org", "after": after})
-    return comm, await comm.receive_json_from()
+    return comm, await comm.receive_json_from(timeout=5)
 
 
 def run(coroutine_function):
@@ -38,6 +40,7 @@ def run(coroutine_function):
     return async_to_sync(coroutine_function)()
 
 
+@pytest.mark.django_db
 def test_publish_waits_for_commit(organization, django_capture_on_commit_callbacks):
     before = events.last_id(stream_for(organization))
     with django_capture_on_commit_callbacks() as callbacks:
@@ -55,6 +58,7 @@ def test_publish_waits_for_commit(organization, django_capture_on_commit_callbac
     assert event["at"]
 
 
+@pytest.mark.django_db
 def test_rolled_back_publish_sends_nothing(organization, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         try:
@@ -66,6 +70,7 @@ def test_rolled_back_publish_sends_nothing(organization, django_capture_on_commi
     assert callbacks == []
 
 
+@pytest.mark.django_db
 def test_publish_rejects_unknown_topics(organization):
     with pytest.raises(events.TopicError, match="unknown topic kind"):
         events.publish("nope:1", "x", {}, organization=organization)
@@ -73,6 +78,7 @@ def test_publish_rejects_unknown_topics(organization):
         events.publish("org:bad id!", "x", {}, organization=organization)
 
 
+@pytest.mark.django_db
 def test_log_keeps_only_the_retention(organization, settings):
     settings.ARGUS_EVENT_RETENTION = 3
     stream = events.Stream(organization.pk, "org")
@@ -102,7 +108,7 @@ def test_subscribe_receive_and_unsubscribe(member, organization):
         assert ack["truncated"] is False
         newest = ack["last_id"]
         await sync_to_async(events.send_event)(stream, "agent.status", {"status": "ACTIVE"})
-        event = await comm.receive_json_from()
+        event = await comm.receive_json_from(timeout=5)
         assert event == {
             "id": newest + 1,
             "topic": "org",
@@ -111,9 +117,14 @@ def test_subscribe_receive_and_unsubscribe(member, organization):
             "data": {"status": "ACTIVE"},
         }
         await comm.send_json_to({"unsubscribe": "org"})
-        assert await comm.receive_json_from() == {"unsubscribed": "org"}
+        assert await comm.receive_json_from(timeout=5) == {"unsubscribed": "org"}
         await sync_to_async(events.send_event)(stream, "agent.status", {"status": "BUSY"})
-        assert await comm.receive_nothing(timeout=0.3)
+        # Resubscribing from the newest id shows nothing arrived in between.
+        await comm.send_json_to({"subscribe": "org", "after": None})
+        ack = await comm.receive_json_from(timeout=5)
+        assert ack["last_id"] == newest + 2
+        await sync_to_async(events.send_event)(stream, "agent.status", {"status": "IDLE"})
+        assert (await comm.receive_json_from(timeout=5))["data"] == {"status": "IDLE"}
         await comm.disconnect()
 
     run(scenario)
@@ -128,10 +139,12 @@ def test_after_replays_missed_events_in_order(member, organization):
     async def scenario():
         comm, ack = await subscribed(member, start + 1)
         assert ack == {"subscribed": "org", "last_id": start + 4, "truncated": False}
-        received = [await comm.receive_json_from() for _ in range(3)]
+        received = [await comm.receive_json_from(timeout=5) for _ in range(3)]
         assert [e["id"] for e in received] == [start + 2, start + 3, start + 4]
         assert [e["data"]["n"] for e in received] == [1, 2, 3]
-        assert await comm.receive_nothing(timeout=0.2)
+        await sync_to_async(events.send_event)(stream, "tick", {"n": 4})
+        # No duplicate of the replay comes before the next live event.
+        assert (await comm.receive_json_from(timeout=5))["id"] == start + 5
         await comm.disconnect()
 
     run(scenario)
@@ -147,8 +160,8 @@ def test_gap_in_live_events_is_filled_from_the_log(member, organization):
         # Append one event to the log without fanning it out, then publish the next.
         await sync_to_async(_append_only)(stream, "first")
         await sync_to_async(events.send_event)(stream, "second", {})
-        first = await comm.receive_json_from()
-        second = await comm.receive_json_from()
+        first = await comm.receive_json_from(timeout=5)
+        second = await comm.receive_json_from(timeout=5)
         assert (first["id"], first["type"]) == (newest + 1, "first")
         assert (second["id"], second["type"]) == (newest + 2, "second")
         await comm.disconnect()
@@ -182,7 +195,7 @@ def test_truncated_when_missed_events_are_gone(member, organization, settings):
     async def scenario():
         comm, ack = await subscribed(member, start)
         assert ack["truncated"] is True
-        received = [await comm.receive_json_from() for _ in range(2)]
+        received = [await comm.receive_json_from(timeout=5) for _ in range(2)]
         assert [e["data"]["n"] for e in received] == [3, 4]
         await comm.disconnect()
 
@@ -193,12 +206,15 @@ def test_outsider_cannot_subscribe_to_another_organization(outsider, organizatio
     """The org topic is always the connection's own organization; a forged session
     choice of another organization falls back to the user's own."""
     stream = stream_for(organization)
+    own = events.Stream(outsider.memberships.get().organization_id, "org")
 
     async def scenario():
         comm, ack = await subscribed(outsider, None, {SESSION_ORGANIZATION_KEY: organization.pk})
         assert ack["subscribed"] == "org"
         await sync_to_async(events.send_event)(stream, "secret", {"x": 1})
-        assert await comm.receive_nothing(timeout=0.3)
+        await sync_to_async(events.send_event)(own, "own", {"x": 2})
+        # The next message is the outsider's own event: Acme's never arrived.
+        assert (await comm.receive_json_from(timeout=5))["type"] == "own"
         await comm.disconnect()
 
     run(scenario)
@@ -213,7 +229,7 @@ def test_user_without_organization_gets_an_error(db):
         comm = communicator(lonely)
         await comm.connect()
         await comm.send_json_to({"subscribe": "org", "after": None})
-        assert await comm.receive_json_from() == {
+        assert await comm.receive_json_from(timeout=5) == {
             "error": "no such topic, or not permitted",
             "topic": "org",
         }
@@ -240,7 +256,7 @@ def test_bad_messages_get_clear_errors(member, message, error):
         comm = communicator(member)
         await comm.connect()
         await comm.send_json_to(message)
-        reply = await comm.receive_json_from()
+        reply = await comm.receive_json_from(timeout=5)
         assert reply["error"] == error
         await comm.disconnect()
 
@@ -252,7 +268,7 @@ def test_invalid_json_gets_an_error(member):
         comm = communicator(member)
         await comm.connect()
         await comm.send_to(text_data="{not json")
-        assert (await comm.receive_json_from())["error"] == "expected a JSON object"
+        assert (await comm.receive_json_from(timeout=5))["error"] == "expected a JSON object"
         await comm.disconnect()
 
     run(scenario)
@@ -267,7 +283,7 @@ def test_after_ahead_of_the_stream_is_truncated_and_still_live(member, organizat
         comm, ack = await subscribed(member, newest + 1000)
         assert ack == {"subscribed": "org", "last_id": newest, "truncated": True}
         await sync_to_async(events.send_event)(stream, "fresh", {})
-        assert (await comm.receive_json_from())["id"] == newest + 1
+        assert (await comm.receive_json_from(timeout=5))["id"] == newest + 1
         await comm.disconnect()
 
     run(scenario)
@@ -285,7 +301,62 @@ def test_health_probe_leaves_live_subscriptions_alone(member, organization):
         for _ in range(3):
             assert await check_channel_layer() == "RedisChannelLayer"
         await sync_to_async(events.send_event)(stream, "after.probe", {})
-        assert (await comm.receive_json_from())["id"] == newest + 1
+        assert (await comm.receive_json_from(timeout=5))["id"] == newest + 1
         await comm.disconnect()
+
+    run(scenario)
+
+
+def test_binary_frames_get_an_error(member):
+    async def scenario():
+        comm = communicator(member)
+        await comm.connect()
+        await comm.send_to(bytes_data=b"\x00\x01")
+        reply = await comm.receive_json_from(timeout=5)
+        assert reply == {"error": "expected a text frame holding JSON", "topic": None}
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_subscriptions_are_capped(member, monkeypatch):
+    from argus import consumers
+
+    monkeypatch.setattr(consumers, "MAX_SUBSCRIPTIONS", 1)
+
+    async def scenario():
+        comm, ack = await subscribed(member)
+        assert ack["subscribed"] == "org"
+        # Subscribing again to the same topic is fine; a second topic is over the cap.
+        await comm.send_json_to({"subscribe": "org", "after": None})
+        assert "subscribed" in await comm.receive_json_from(timeout=5)
+        consumers.events.register_topic("probe", lambda scope, arg: ack_org)
+        await comm.send_json_to({"subscribe": "probe", "after": None})
+        assert await comm.receive_json_from(timeout=5) == {
+            "error": "at most 1 subscriptions",
+            "topic": "probe",
+        }
+        await comm.disconnect()
+
+    ack_org = member.memberships.get().organization_id
+    try:
+        run(scenario)
+    finally:
+        events._hooks.pop("probe", None)
+
+
+def test_logout_closes_the_sessions_sockets(member, client):
+    from importlib import import_module
+
+    from django.conf import settings
+
+    client.force_login(member)
+    session = import_module(settings.SESSION_ENGINE).SessionStore(client.session.session_key)
+
+    async def scenario():
+        comm, ack = await subscribed(member, None, session)
+        assert ack["subscribed"] == "org"
+        await sync_to_async(client.logout)()
+        assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
 
     run(scenario)

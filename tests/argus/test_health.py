@@ -12,10 +12,15 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_heartbeats")
 COMPONENTS = {"database", "broker", "channel_layer", "worker", "beat"}
 
 
-def test_all_components_up(client):
+def stamp_all():
     heartbeat.record_heartbeat("worker", "celery@probe")
+    heartbeat.record_heartbeat("consumer", "celery@probe")
     heartbeat.record_heartbeat("beat", "probe:1")
-    response = client.get("/health/")
+
+
+def test_all_components_up(admin_client):
+    stamp_all()
+    response = admin_client.get("/health/")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
@@ -24,6 +29,38 @@ def test_all_components_up(client):
         assert state["status"] == "up", name
     assert body["components"]["worker"]["detail"] == "celery@probe"
     assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_anonymous_callers_see_states_but_no_internals(client, settings):
+    stamp_all()
+    body = client.get("/health/").json()
+    assert body["status"] == "ok"
+    for state in body["components"].values():
+        assert set(state) == {"status", "latency_ms"}
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    redis_client.cache_clear()
+    try:
+        broker = client.get("/health/").json()["components"]["broker"]
+    finally:
+        redis_client.cache_clear()
+    assert broker == {"status": "down", "reason": "ConnectionError"}
+
+
+def test_worker_that_runs_no_heartbeat_task_is_down(client):
+    heartbeat.record_heartbeat("worker", "celery@stuck")
+    heartbeat.record_heartbeat("beat", "probe:1")
+    body = client.get("/health/").json()
+    assert body["components"]["worker"] == {
+        "status": "down",
+        "reason": "workers are running but none ran the heartbeat task in the last 20 s",
+    }
+
+
+def test_heartbeat_task_stamps_the_consumer():
+    from argus.tasks import heartbeat as heartbeat_task
+
+    heartbeat_task.apply()  # runs the task function in this process, as a worker would
+    assert heartbeat.alive("consumer")
 
 
 def test_worker_down_is_503_with_reason(client):
@@ -49,16 +86,18 @@ def test_stale_heartbeat_counts_as_down(client, settings):
     assert redis_client().hget("argus:heartbeat:worker", "celery@old") is None
 
 
-def test_broker_down_is_reported(client, settings):
+def test_broker_down_is_reported_with_its_error_to_staff(admin_client, settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     redis_client.cache_clear()
     try:
-        body = client.get("/health/").json()
+        response = admin_client.get("/health/")
     finally:
         redis_client.cache_clear()
-    assert body["status"] == "down"
-    assert body["components"]["broker"]["status"] == "down"
-    assert "ConnectionError" in body["components"]["broker"]["reason"]
+    assert response.status_code == 503
+    broker = response.json()["components"]["broker"]
+    assert broker["status"] == "down"
+    assert broker["reason"] == "ConnectionError"
+    assert "127.0.0.1:1" in broker["error"]
 
 
 def test_health_needs_no_login(client):
@@ -67,6 +106,7 @@ def test_health_needs_no_login(client):
 
 def test_health_command(capsys):
     heartbeat.record_heartbeat("worker", "celery@probe")
+    heartbeat.record_heartbeat("consumer", "celery@probe")
     call_command("health", "database", "worker")
     out = capsys.readouterr().out
     assert "database" in out and "worker" in out and "beat" not in out

@@ -55,6 +55,7 @@ def test_embedded_defaults(environment, tmp_path):
     assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
     assert settings["REDIS_URL"].startswith("unix://")
     assert settings["CELERY_BROKER_URL"].startswith("redis+socket://")
+    assert oct((tmp_path / "data").stat().st_mode & 0o777) == "0o700"
     # Secrets are generated once and kept.
     key_file = tmp_path / "data" / "secrets" / "secret_key"
     assert key_file.read_text() == settings["SECRET_KEY"]
@@ -77,6 +78,22 @@ def test_production_values(environment):
     assert settings["EMAIL_HOST_PASSWORD"] == "p@ss"
     assert settings["EMAIL_USE_TLS"] is True
     assert settings["SESSION_COOKIE_SECURE"] is True
+
+
+def test_empty_secret_file_is_refused(environment, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    environment(SECRET_KEY_FILE=str(empty))
+    with pytest.raises(env.SettingError, match=r"SECRET_KEY_FILE: .* is empty"):
+        load_settings()
+
+
+def test_encryption_key_from_file(environment, tmp_path):
+    key = tmp_path / "key"
+    key.write_text(PRODUCTION["ARGUS_ENCRYPTION_KEY"])
+    production = {k: v for k, v in PRODUCTION.items() if k != "ARGUS_ENCRYPTION_KEY"}
+    environment(**production, ARGUS_ENCRYPTION_KEY_FILE=str(key))
+    assert load_settings()["ARGUS_ENCRYPTION_KEY"] == PRODUCTION["ARGUS_ENCRYPTION_KEY"]
 
 
 def test_secret_from_file(environment, tmp_path):
@@ -106,6 +123,9 @@ def test_secret_from_file(environment, tmp_path):
         ({"ARGUS_LOG_LEVEL": "LOUD"}, "ARGUS_LOG_LEVEL: expected one of"),
         ({"SECRET_KEY_FILE": "/nonexistent/secret"}, "SECRET_KEY_FILE: cannot read"),
         ({"SECRET_KEY": "x" * 60, "SECRET_KEY_FILE": "/etc/hostname"}, "SECRET_KEY: set either"),
+        ({"EMAIL_URL": "smtp://mail.example.com?timeout=soon"}, "EMAIL_URL: timeout must be"),
+        ({"ARGUS_HEARTBEAT_TTL": "5"}, "ARGUS_HEARTBEAT_TTL: must be greater than"),
+        ({"ARGUS_ENCRYPTION_KEY_FILE": "/nonexistent/key"}, "ARGUS_ENCRYPTION_KEY_FILE: cannot"),
     ],
 )
 def test_bad_values_name_the_variable(environment, values, message):

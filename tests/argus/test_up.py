@@ -6,7 +6,7 @@ import re
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import psutil
 import pytest
@@ -66,10 +66,19 @@ def running_up(tmp_path):
         yield up, port, log_path
     finally:
         if up.poll() is None:
-            up.kill()
+            leftovers = descendants(up.pid)
+            up.terminate()
+            try:
+                up.wait(60)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                for process in leftovers:
+                    with suppress(psutil.NoSuchProcess):
+                        process.kill()
 
 
-def test_up_starts_everything_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_up_starts_everything_and_stops_cleanly(tmp_path, stop_signal):
     data_dir = tmp_path / "var"
     with running_up(tmp_path) as (up, port, log_path):
         report = healthy(port)
@@ -93,7 +102,8 @@ def test_up_starts_everything_and_stops_cleanly(tmp_path):
         names = " ".join(" ".join(p.cmdline()) for p in children)
         for part in ("valkey-server", "argus web", "argus worker", "argus beat"):
             assert part in names
-        up.send_signal(signal.SIGTERM)
+        assert oct(data_dir.stat().st_mode & 0o777) == "0o700"
+        up.send_signal(stop_signal)
         assert up.wait(60) == 0, log_path.read_text()
         assert_all_gone(children)
         assert "Argus stopped." in log_path.read_text()
@@ -108,6 +118,14 @@ def test_up_exits_non_zero_when_a_child_dies(tmp_path):
         assert up.wait(60) != 0
         output = log_path.read_text()
         assert "the worker process exited with code -9; stopping Argus" in output
+        assert_all_gone(children)
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path):
+    with running_up(tmp_path) as (up, _port, _log_path):
+        children = descendants(up.pid)
+        up.kill()
+        up.wait(10)
         assert_all_gone(children)
 
 

@@ -1,11 +1,12 @@
 """Start real Argus processes (daphne, Celery) against the test database and broker."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from django.db import connection
@@ -85,12 +86,13 @@ def running(command: list[str], *, env: dict, log: Path, ready=None, timeout: fl
         yield process
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, 15)
-            try:
+            process.terminate()
+            with suppress(subprocess.TimeoutExpired):
                 process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
+        # Whatever is left in the group (a worker's pool, a leader that hung) goes too.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def web(port: int, env: dict, log: Path):
@@ -102,27 +104,18 @@ def web(port: int, env: dict, log: Path):
     )
 
 
-def worker(env: dict, log: Path, ready=None):
+def worker(env: dict, log: Path):
+    """A real Celery worker (solo pool) that also loads the test tasks; ready once its
+    own heartbeat, under a hostname unique to this call, is in Redis."""
+    from argus import heartbeat
+
+    hostname = f"test-{os.getpid()}-{free_port()}@localhost"
     return running(
         [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "argus",
-            "worker",
-            "--include",
-            "tests.support.celery_tasks",
-            "--concurrency",
-            "1",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            f"test-{os.getpid()}-{free_port()}@localhost",
+            sys.executable, "-m", "celery", "-A", "argus", "worker",
+            "--include", "tests.support.celery_tasks",
+            "--concurrency", "1", "--pool", "solo", "--loglevel", "INFO",
+            "--hostname", hostname,
         ],
-        env=env,
-        log=log,
-        ready=ready,
-    )
+        env=env, log=log, ready=lambda: hostname in heartbeat.alive("worker"),
+    )  # fmt: skip

@@ -31,7 +31,10 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report, indent=2))
         else:
             for name, state in report["components"].items():
-                detail = state.get("detail", "") if state["status"] == "up" else state["reason"]
+                if state["status"] == "up":
+                    detail = state["detail"]
+                else:
+                    detail = state["reason"] + (f": {state['error']}" if "error" in state else "")
                 self.stdout.write(f"{name:14} {state['status']:5} {detail}")
         if report["status"] != "ok":
             down = [n for n, s in report["components"].items() if s["status"] != "up"]
