@@ -141,3 +141,12 @@ def test_server_error_page_needs_no_context(django_assert_num_queries):
     with django_assert_num_queries(0):
         html = render_to_string("500.html")
     assert "Server error" in html and "/static/argus/argus.css" in html
+
+
+def test_event_text_is_escaped_on_the_dashboard(client, member, organization):
+    stream = events.Stream(organization.pk, "org")
+    events.send_event(stream, "<img src=x onerror=alert(1)>", {"html": "<script>x</script>"})
+    client.force_login(member)
+    html = client.get("/").content.decode()
+    assert "<img src=x" not in html and "<script>x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
