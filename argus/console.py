@@ -20,8 +20,6 @@ def navigation(request):
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    from orgs.models import Membership
-
     items = []
     for label, url_name in NAVIGATION:
         try:
@@ -33,11 +31,5 @@ def navigation(request):
         )
         items.append({"label": label, "url": url, "active": active})
     organization = getattr(request, "organization", None) or None
-    role = None
-    if organization is not None:
-        role = (
-            Membership.objects.filter(user=user, organization=organization)
-            .values_list("role", flat=True)
-            .first()
-        )
+    role = organization.member_role if organization is not None else None
     return {"nav_items": items, "current_organization": organization, "current_role": role}

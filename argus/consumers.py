@@ -19,15 +19,11 @@ Events of one topic arrive in id order with no gaps and no duplicates while they
 retained; ``truncated`` says that some events after ``after`` are no longer retained.
 """
 
-import logging
-
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from argus import events
-
-logger = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 100
 # Sent when the login session behind a socket ends (logout); clients should not retry.

