@@ -1,6 +1,10 @@
 """The console's shared shell: navigation and the current organization for templates."""
 
 from django.urls import NoReverseMatch, reverse
+from django.utils.functional import SimpleLazyObject
+
+from orgs.permissions import Action, Principal
+from orgs.services import organizations_of
 
 # (label, URL name). Sections whose app has not registered its pages yet are shown
 # greyed out rather than linking to a page that does not exist.
@@ -16,7 +20,8 @@ NAVIGATION = [
 
 
 def navigation(request):
-    """Context processor: ``nav_items``, ``current_organization`` and ``current_role``."""
+    """Context processor: ``nav_items``, ``current_organization``, ``current_role``,
+    ``user_organizations`` (for the switcher) and ``org_can_manage``."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
@@ -32,4 +37,16 @@ def navigation(request):
         items.append({"label": label, "url": url, "active": active})
     organization = getattr(request, "organization", None) or None
     role = organization.member_role if organization is not None else None
-    return {"nav_items": items, "current_organization": organization, "current_role": role}
+    can_manage = False
+    if organization is not None:
+        principal = Principal.member(user, getattr(organization, "_wrapped", organization))
+        can_manage = principal.org_allows(Action.MANAGE)
+    return {
+        "nav_items": items,
+        "current_organization": organization,
+        "current_role": role,
+        "org_can_manage": can_manage,
+        "user_organizations": SimpleLazyObject(
+            lambda: list(organizations_of(user).order_by("name", "id"))
+        ),
+    }

@@ -13,7 +13,9 @@ Server → client::
     {"error": "<message>", "topic": "<topic or null>"}
 
 An unauthenticated handshake is refused (HTTP 403); a socket whose login session ends
-(logout) is closed with code 4401.
+(logout) is closed with code 4401; a socket whose user's access changed (role change,
+removal from an organization) is closed with code 4403, and the client reconnects and
+subscribes again under the new rights.
 
 Events of one topic arrive in id order with no gaps and no duplicates while they are
 retained; ``truncated`` says that some events after ``after`` are no longer retained.
@@ -28,6 +30,8 @@ from argus import events
 MAX_SUBSCRIPTIONS = 100
 # Sent when the login session behind a socket ends (logout); clients should not retry.
 CLOSE_SESSION_ENDED = 4401
+# Sent when the user's rights changed; clients reconnect and subscribe again.
+CLOSE_ACCESS_CHANGED = 4403
 
 
 class EventConsumer(AsyncJsonWebsocketConsumer):
@@ -46,6 +50,8 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
         self.session_group = events.session_group(key) if key else None
         if self.session_group:
             await self.channel_layer.group_add(self.session_group, self.channel_name)
+        self.user_group = events.user_group(user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
@@ -53,10 +59,16 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(stream.group, self.channel_name)
         if getattr(self, "session_group", None):
             await self.channel_layer.group_discard(self.session_group, self.channel_name)
+        if getattr(self, "user_group", None):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     async def session_ended(self, message):
         """The user logged out: this socket's authentication is gone."""
         await self.close(code=CLOSE_SESSION_ENDED)
+
+    async def access_changed(self, message):
+        """The user's role or memberships changed: subscriptions must be checked again."""
+        await self.close(code=CLOSE_ACCESS_CHANGED)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if text_data is None:

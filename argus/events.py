@@ -35,6 +35,7 @@ COUNTER_KEY = "argus:events:{stream}:seq"
 LOG_KEY = "argus:events:{stream}:log"
 GROUP_PREFIX = "argus.ev."
 SESSION_GROUP_PREFIX = "argus.session."
+USER_GROUP_PREFIX = "argus.user."
 
 # KEYS: counter, log. ARGV: body (JSON without id), retention, log ttl.
 # Incrementing and appending in one script keeps ids and log order identical.
@@ -143,6 +144,21 @@ def end_session(session_key: str) -> None:
     group = session_group(session_key)
     transaction.on_commit(
         lambda: async_to_sync(get_channel_layer().group_send)(group, {"type": "session.ended"}),
+        robust=True,
+    )
+
+
+def user_group(user_id: int) -> str:
+    """The group every socket of one user joins, to be re-authorized when access changes."""
+    return f"{USER_GROUP_PREFIX}{user_id}"
+
+
+def access_changed(user_id: int) -> None:
+    """Once the transaction commits, close the user's sockets so that they reconnect and
+    every subscription is checked again (a role change, a removal from an organization)."""
+    group = user_group(user_id)
+    transaction.on_commit(
+        lambda: async_to_sync(get_channel_layer().group_send)(group, {"type": "access.changed"}),
         robust=True,
     )
 

@@ -84,6 +84,14 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "django_htmx",
+    "django_filters",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "guardian",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
     "argus",
     "orgs",
     "tools",
@@ -96,9 +104,11 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "argus.middleware.RequestIdMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
     "orgs.middleware.CurrentOrganizationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -137,6 +147,15 @@ else:
     from argus.embedded import broker_socket_path
 
     REDIS_URL = f"unix://{broker_socket_path(DATA_DIR)}"
+
+# Shared by every process: API throttling, allauth's rate limits.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "argus:cache",
+    }
+}
 
 CHANNEL_LAYERS = {
     "default": {
@@ -199,10 +218,81 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "login"
+LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "console:dashboard"
-LOGOUT_REDIRECT_URL = "login"
+LOGOUT_REDIRECT_URL = "account_login"
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+
+# allauth: email is the login; the signup policy lives in orgs.adapter.AccountAdapter.
+ARGUS_SIGNUP = env.read_choice("ARGUS_SIGNUP", "invite", {"invite", "open", "closed"})
+ACCOUNT_ADAPTER = "orgs.adapter.AccountAdapter"
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_UNIQUE_EMAIL = True
+# Embedded mode prints mail to the console, so verification would only lock people out.
+ACCOUNT_EMAIL_VERIFICATION = env.read_choice(
+    "ARGUS_EMAIL_VERIFICATION", "none" if EMBEDDED else "mandatory", {"none", "mandatory"}
+)
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_SESSION_REMEMBER = None
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Argus] "
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SECURE else "http"
+# allauth's defaults (login failures per IP and per account, resets, signups) stay on.
+ACCOUNT_RATE_LIMITS = {}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Argus"
+
+# guardian stores per-object grants; anonymous users never hold any. Grants are read
+# by orgs.permissions (with teams), never through user.has_perm, so guardian's
+# authentication backend is deliberately not installed.
+ANONYMOUS_USER_NAME = None
+SILENCED_SYSTEM_CHECKS = ["guardian.W001"]
+GUARDIAN_RAISE_403 = False
+
+# Keyed hash of API keys: derived from SECRET_KEY (and SECRET_KEY_FALLBACKS while rotating).
+SECRET_KEY_FALLBACKS = env.read_list("SECRET_KEY_FALLBACKS", [])
+ARGUS_API_KEY_RATE = env.read_str("ARGUS_API_KEY_RATE", "600/min")
+ARGUS_INVITATION_DAYS = env.read_int("ARGUS_INVITATION_DAYS", 7, minimum=1)
+# Where people reach this installation: links in emails (invitations) point here.
+ARGUS_PUBLIC_URL = env.read_str(
+    "ARGUS_PUBLIC_URL",
+    "http://localhost:8000" if (EMBEDDED or DEBUG) else f"https://{ALLOWED_HOSTS[0]}",
+)
+
+# --- REST API ----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "orgs.api.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["orgs.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "argus.api.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "argus.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Argus API",
+    "DESCRIPTION": "Control plane and flight recorder for MCP agents.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 # --- email ---------------------------------------------------------------------------------
 globals().update(env.read_email("EMAIL_URL", "console://"))

@@ -1,24 +1,27 @@
-"""Root URLs: console, accounts, admin, health."""
+"""Root URLs: console, accounts (allauth), REST API, admin, health."""
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
 from django.urls import include, path
 from django.utils.functional import lazy
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from argus import views
 
 console_patterns = ([path("", views.DashboardView.as_view(), name="dashboard")], "console")
 
+api_patterns = [
+    path("", include("orgs.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]
+
 urlpatterns = [
     path("", include(console_patterns)),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
-        name="login",
-    ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("orgs.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("api/v1/", include((api_patterns, "api"))),
     path("admin/", admin.site.urls),
     path("health/", views.health, name="health"),
     # Resolved per request (the hashed name exists only after collectstatic) and not

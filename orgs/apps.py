@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class OrgsConfig(AppConfig):
-    """Users, organizations and memberships."""
+    """Users, organizations, memberships, teams, invitations, API keys and audit."""
 
     name = "orgs"
     verbose_name = "Organizations"
@@ -12,3 +12,4 @@ class OrgsConfig(AppConfig):
         from orgs.topics import org_topic
 
         register_topic("org", org_topic)
+        from orgs import signals  # noqa: F401  (connects the audit receivers)

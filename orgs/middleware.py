@@ -1,7 +1,8 @@
-"""Puts the organization the user works in on every request."""
+"""Puts the organization the user works in, and the acting principal, on every request."""
 
 from django.utils.functional import SimpleLazyObject
 
+from orgs.permissions import Principal, client_ip
 from orgs.services import current_organization
 
 
@@ -16,3 +17,28 @@ class CurrentOrganizationMiddleware:
             lambda: current_organization(request.user, request.session)
         )
         return self.get_response(request)
+
+
+def request_context(request) -> dict:
+    """Where a request comes from, for the audit trail."""
+    return {
+        "ip": client_ip(request.META),
+        "user_agent": request.META.get("HTTP_USER_AGENT", "")[:512],
+        "request_id": getattr(request, "id", ""),
+    }
+
+
+def request_principal(request, channel: str = "console") -> Principal | None:
+    """The principal a request acts as: its API key (``request.auth``) or the signed-in
+    user in the current organization; ``None`` without either."""
+    from orgs.models import ApiKey
+
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, ApiKey):
+        return Principal.for_api_key(auth, channel="api", **request_context(request))
+    user = request.user
+    organization = getattr(request, "organization", None)
+    if not user.is_authenticated or not organization:
+        return None
+    organization = getattr(organization, "_wrapped", organization)  # the real row, not a proxy
+    return Principal.member(user, organization, channel=channel, **request_context(request))

@@ -1,43 +1,252 @@
-"""Writes and lookups of the orgs app; every caller (console, commands, tasks) uses these."""
+"""Writes and lookups of the orgs app; every caller (console, API, admin, commands,
+tasks) uses these. Each write checks permission, runs in one transaction, appends its
+audit event and schedules side effects on commit.
+"""
 
+from __future__ import annotations
+
+import hashlib
+import hmac
 import secrets
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
+from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
+from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.text import slugify
+from guardian.shortcuts import assign_perm, remove_perm
 
-from orgs.choices import Role
-from orgs.models import Membership, Organization, User
+from argus import events
+from argus.errors import Conflict, LimitExceeded, ServiceError
+from orgs import audit
+from orgs.choices import PLAN_LIMITS, InvitationStatus, Limit, Plan, Role, Scope
+from orgs.models import ApiKey, Invitation, Membership, Organization, Team, User
+from orgs.permissions import (
+    ROLE_RANK,
+    Action,
+    Principal,
+    can,
+    can_create,
+    carries_grants,
+    mapped_action,
+)
 
 SESSION_ORGANIZATION_KEY = "argus_organization_id"
 DEMO_SLUG = "demo"
 DEMO_EMAIL = "admin@demo.argus.local"
 DEMO_LOGIN_FILE = "demo-login.txt"
+API_KEY_PREFIX = "argus_sk_"
+API_KEY_DISPLAY_LENGTH = len(API_KEY_PREFIX) + 8
+MAX_ROTATION_GRACE = timedelta(days=30)
 
 
-class OrganizationError(ValueError):
+class OrganizationError(ServiceError):
     """An organization cannot be created as asked."""
 
 
-def create_organization(name: str, *, owner: User, slug: str | None = None) -> Organization:
+def require(principal: Principal, action: str, obj) -> None:
+    """Raise ``PermissionDenied`` unless ``principal`` may do ``action`` on ``obj``."""
+    if not can(principal, action, obj):
+        needed = mapped_action(type(obj), action)
+        raise PermissionDenied(
+            f"You are not allowed to {needed} this {obj._meta.verbose_name}."
+            if principal.api_key is None or principal.scope_allows(needed)
+            else f"This API key's scopes do not allow '{needed}'."
+        )
+
+
+def require_create(principal: Principal, model) -> None:
+    """Raise ``PermissionDenied`` unless ``principal`` may create ``model`` rows."""
+    if not can_create(principal, model):
+        raise PermissionDenied(f"You are not allowed to create a {model._meta.verbose_name}.")
+
+
+def require_session(principal: Principal, what: str) -> None:
+    """Some things only a person signed in to the console may do."""
+    if principal.api_key is not None:
+        raise PermissionDenied(f"{what} is not possible with an API key; use the console.")
+
+
+# --- organizations and plan limits ---------------------------------------------------------
+
+# Apps that own limited things register how to count them (tools: servers, …).
+USAGE_COUNTERS: dict[str, Callable[[Organization], int]] = {
+    Limit.MEMBERS: lambda organization: organization.memberships.count(),
+}
+
+
+def register_usage(limit: str, counter: Callable[[Organization], int]) -> None:
+    """Declare how to count what ``limit`` limits (called from an app's ``ready``)."""
+    USAGE_COUNTERS[limit] = counter
+
+
+def plan_limit(organization: Organization, limit: str) -> int | None:
+    """What the organization's plan allows of ``limit``; ``None`` is unlimited."""
+    return PLAN_LIMITS[organization.plan][limit]
+
+
+def enforce_limit(organization: Organization, limit: str, *, adding: int = 1, used=None) -> None:
+    """Raise :class:`LimitExceeded`, naming the limit, if ``adding`` more would exceed it."""
+    allowed = plan_limit(organization, limit)
+    if allowed is None:
+        return
+    if used is None:
+        used = USAGE_COUNTERS[limit](organization)
+    if used + adding > allowed:
+        raise LimitExceeded(
+            f"The {Plan(organization.plan).label} plan allows at most {allowed} "
+            f"{Limit(limit).label}; this organization has {used}. "
+            "Upgrade the plan or remove some first."
+        )
+
+
+def usage(organization: Organization) -> list[dict]:
+    """Each limit with what is used (when countable) and what the plan allows."""
+    rows = []
+    for limit in Limit:
+        counter = USAGE_COUNTERS.get(limit)
+        rows.append(
+            {
+                "limit": limit.value,
+                "label": limit.label,
+                "used": counter(organization) if counter else None,
+                "allowed": plan_limit(organization, limit),
+            }
+        )
+    return rows
+
+
+def create_organization(
+    name: str,
+    *,
+    owner: User,
+    slug: str | None = None,
+    plan: str = Plan.FREE,
+    four_eyes_approval: bool = True,
+    channel: str = "system",
+) -> Organization:
     """Create an organization with ``owner`` as its first ADMIN.
 
-    Raises :class:`OrganizationError` when the slug is empty or taken.
+    Raises :class:`OrganizationError` when the name is empty or the slug is taken.
     """
+    name = (name or "").strip()
     slug = slugify(slug or name)
-    if not slug:
-        raise OrganizationError("The organization needs a name made of letters or digits.")
-    taken = OrganizationError(f"The slug {slug!r} is already taken.")
+    if not name or not slug:
+        raise OrganizationError(
+            "The organization needs a name made of letters or digits.", field="name"
+        )
+    taken = OrganizationError(f"The slug {slug!r} is already taken.", field="slug")
     if Organization.objects.filter(slug=slug).exists():
         raise taken
     try:
         with transaction.atomic():
-            organization = Organization.objects.create(name=name, slug=slug)
-            Membership.objects.create(user=owner, organization=organization, role=Role.ADMIN)
+            organization = Organization.objects.create(
+                name=name, slug=slug, plan=plan, four_eyes_approval=four_eyes_approval
+            )
+            membership = Membership.objects.create(
+                user=owner, organization=organization, role=Role.ADMIN
+            )
+            principal = Principal.system(organization, channel=channel)
+            audit.record(
+                principal,
+                "organization.create",
+                organization,
+                changes={"name": [None, name], "slug": [None, slug], "plan": [None, plan]},
+            )
+            audit.record(
+                principal,
+                "member.add",
+                membership,
+                target_label=owner.email,
+                changes={"role": [None, Role.ADMIN]},
+            )
     except IntegrityError:  # created by someone else between the check and the insert
         raise taken from None
     return organization
+
+
+ORGANIZATION_SETTINGS = (
+    "name",
+    "four_eyes_approval",
+    "redaction_keys",
+    "retention_days",
+    "record_raw_arguments",
+)
+
+
+def update_organization(principal: Principal, organization: Organization, **values) -> Organization:
+    """Change the organization's name and settings (``manage``).
+
+    Raises ``ServiceError`` naming the field for a bad value.
+    """
+    require(principal, Action.CHANGE, organization)
+    unknown = set(values) - set(ORGANIZATION_SETTINGS)
+    if unknown:
+        raise ServiceError(f"Unknown setting: {', '.join(sorted(unknown))}.")
+    if "name" in values:
+        values["name"] = (values["name"] or "").strip()
+        if not values["name"]:
+            raise ServiceError("The name cannot be empty.", field="name")
+    if "redaction_keys" in values:
+        values["redaction_keys"] = _clean_redaction_keys(values["redaction_keys"])
+    if values.get("retention_days") is not None:
+        allowed = plan_limit(organization, Limit.RETENTION_DAYS)
+        days = values["retention_days"]
+        if not isinstance(days, int) or days < 1:
+            raise ServiceError(
+                "Retention must be a whole number of days, at least 1.", field="retention_days"
+            )
+        if allowed is not None and days > allowed:
+            raise LimitExceeded(
+                f"The {Plan(organization.plan).label} plan keeps recordings for at most "
+                f"{allowed} days.",
+                field="retention_days",
+            )
+    with transaction.atomic():
+        locked = Organization.objects.select_for_update().get(pk=organization.pk)
+        before = {name: getattr(locked, name) for name in values}
+        for name, value in values.items():
+            setattr(locked, name, value)
+        changes = audit.changes_between(before, values)
+        if changes:
+            locked.save(update_fields=[*values])
+            audit.record(principal, "organization.update", locked, changes=changes)
+            events.publish(
+                "org", "organization.updated", {"fields": sorted(changes)}, organization=locked
+            )
+    for name, value in values.items():
+        setattr(organization, name, value)
+    return organization
+
+
+def _clean_redaction_keys(keys) -> list[str]:
+    if isinstance(keys, str):
+        keys = keys.replace(",", "\n").splitlines()
+    if not isinstance(keys, list | tuple):
+        raise ServiceError("Redaction keys must be a list of key names.", field="redaction_keys")
+    cleaned = []
+    for key in keys:
+        if not isinstance(key, str):
+            raise ServiceError("Redaction keys must be strings.", field="redaction_keys")
+        key = key.strip()
+        if not key:
+            continue
+        if len(key) > 64 or not all(ch.isalnum() or ch in "_-." for ch in key):
+            raise ServiceError(
+                f"{key!r} is not a key name (letters, digits, '_', '-', '.'; at most 64).",
+                field="redaction_keys",
+            )
+        if key.lower() not in (existing.lower() for existing in cleaned):
+            cleaned.append(key)
+    return cleaned
 
 
 def current_organization(user, session) -> Organization | None:
@@ -48,10 +257,7 @@ def current_organization(user, session) -> Organization | None:
     """
     if user is None or not user.is_authenticated:
         return None
-    role = Membership.objects.filter(user=user, organization=OuterRef("pk")).values("role")
-    memberships = Organization.objects.filter(memberships__user=user).annotate(
-        member_role=Subquery(role[:1])
-    )
+    memberships = organizations_of(user)
     chosen = session.get(SESSION_ORGANIZATION_KEY) if session is not None else None
     if chosen is not None:
         organization = memberships.filter(pk=chosen).first()
@@ -60,13 +266,748 @@ def current_organization(user, session) -> Organization | None:
     return memberships.order_by("name", "id").first()
 
 
+def organizations_of(user):
+    """The organizations ``user`` belongs to, each annotated with ``member_role``."""
+    role = Membership.objects.filter(user=user, organization=OuterRef("pk")).values("role")
+    return Organization.objects.filter(memberships__user=user).annotate(
+        member_role=Subquery(role[:1])
+    )
+
+
+def switch_organization(user: User, session, organization_id) -> Organization:
+    """Make ``organization_id`` the session's current organization.
+
+    Raises ``ServiceError`` when the user is not a member (the same message whether
+    or not the organization exists).
+    """
+    organization = organizations_of(user).filter(pk=organization_id).first()
+    if organization is None:
+        raise ServiceError("You are not a member of that organization.", field="organization")
+    session[SESSION_ORGANIZATION_KEY] = organization.pk
+    return organization
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+def _lock_admins(organization: Organization) -> list[int]:
+    """Lock the organization's ADMIN memberships and return their ids, so two
+    concurrent demotions cannot both pass the last-admin check."""
+    return list(
+        Membership.objects.select_for_update()
+        .filter(organization=organization, role=Role.ADMIN)
+        .values_list("pk", flat=True)
+    )
+
+
+def add_member(principal: Principal, user: User, role: str, *, action="member.add") -> Membership:
+    """Make ``user`` a member with ``role`` (``manage``); used by invitations and commands.
+
+    Raises ``Conflict`` when already a member, ``LimitExceeded`` at the plan's limit.
+    """
+    organization = principal.organization
+    _check_role(principal, role)
+    with transaction.atomic():
+        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        if Membership.objects.filter(organization=organization, user=user).exists():
+            raise Conflict(f"{user.email} is already a member of {organization}.")
+        enforce_limit(organization, Limit.MEMBERS)
+        membership = Membership.objects.create(organization=organization, user=user, role=role)
+        audit.record(
+            principal, action, membership, target_label=user.email, changes={"role": [None, role]}
+        )
+        events.publish(
+            "org", "member.added", {"user": user.pk, "role": role}, organization=organization
+        )
+    return membership
+
+
+def _check_role(principal: Principal, role: str) -> None:
+    if role not in Role.values:
+        raise ServiceError(
+            f"Unknown role {role!r}; expected one of {', '.join(Role.values)}.", field="role"
+        )
+    if not principal.is_system and ROLE_RANK[role] > ROLE_RANK.get(principal.role or "", -1):
+        raise PermissionDenied("You cannot give a role higher than your own.")
+
+
+def change_role(principal: Principal, membership: Membership, role: str) -> Membership:
+    """Change a member's role (``manage``: ADMIN). The last ADMIN cannot be demoted.
+
+    Raises ``PermissionDenied``, ``ServiceError`` for an unknown role, ``Conflict``
+    for the last ADMIN.
+    """
+    require(principal, Action.CHANGE, membership)
+    _check_role(principal, role)
+    with transaction.atomic():
+        admins = _lock_admins(membership.organization)
+        current = Membership.objects.select_for_update().get(pk=membership.pk)
+        old = current.role
+        if old == role:
+            return current
+        if old == Role.ADMIN and admins == [current.pk]:
+            raise Conflict(
+                "The organization needs at least one admin: promote someone else first.",
+                field="role",
+            )
+        current.role = role
+        current.save(update_fields=["role"])
+        audit.record(
+            principal,
+            "member.role_change",
+            current,
+            target_label=current.user.email,
+            changes={"role": [old, role]},
+        )
+        events.publish(
+            "org",
+            "member.role_changed",
+            {"user": current.user_id, "role": role},
+            organization=current.organization,
+        )
+        events.access_changed(current.user_id)
+    membership.role = role
+    return current
+
+
+def remove_member(principal: Principal, membership: Membership) -> None:
+    """Remove a member (``manage``), or leave when it is the principal's own membership.
+
+    The last ADMIN can neither leave nor be removed. The member's API keys lose all
+    rights at once (they act for a member only).
+    """
+    leaving = principal.user is not None and membership.user_id == principal.user.pk
+    if not leaving:
+        require(principal, Action.CHANGE, membership)
+    elif membership.organization_id != principal.organization.pk:
+        raise PermissionDenied("That membership is not in this organization.")
+    with transaction.atomic():
+        admins = _lock_admins(membership.organization)
+        current = Membership.objects.select_for_update().filter(pk=membership.pk).first()
+        if current is None:
+            return
+        if current.role == Role.ADMIN and admins == [current.pk]:
+            raise Conflict(
+                "The last admin cannot leave or be removed: make someone else an admin first."
+            )
+        email = current.user.email
+        audit.record(
+            principal,
+            "member.leave" if leaving else "member.remove",
+            current,
+            target_label=email,
+            changes={"role": [current.role, None]},
+        )
+        current.delete()
+        events.publish(
+            "org",
+            "member.removed",
+            {"user": membership.user_id},
+            organization=principal.organization,
+        )
+        events.access_changed(membership.user_id)
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _expire_lapsed_invitations(organization: Organization, email: str) -> None:
+    Invitation.objects.filter(
+        organization=organization,
+        email__iexact=email,
+        status=InvitationStatus.PENDING,
+        expires_at__lte=timezone.now(),
+    ).update(status=InvitationStatus.EXPIRED)
+
+
+def invite(principal: Principal, email: str, role: str) -> tuple[Invitation, str]:
+    """Invite ``email`` with ``role`` (``manage``); returns the invitation and its token
+    (shown once; only its hash is kept). The email is sent after commit.
+
+    Raises ``ServiceError`` for a bad address or role, ``Conflict`` when the person is
+    already a member or already has a pending invitation, ``LimitExceeded`` when the
+    plan's member limit (members plus pending invitations) is reached.
+    """
+    require_create(principal, Invitation)
+    organization = principal.organization
+    email = (email or "").strip()
+    try:
+        validate_email(email)
+    except Exception:
+        raise ServiceError("Enter a valid email address.", field="email") from None
+    _check_role(principal, role)
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
+            raise Conflict(f"{email} is already a member of {organization}.", field="email")
+        _expire_lapsed_invitations(organization, email)
+        if Invitation.objects.filter(
+            organization=organization, email__iexact=email, status=InvitationStatus.PENDING
+        ).exists():
+            raise Conflict(
+                f"{email} already has a pending invitation; resend it instead.", field="email"
+            )
+        pending = Invitation.objects.filter(
+            organization=organization, status=InvitationStatus.PENDING
+        ).count()
+        enforce_limit(organization, Limit.MEMBERS, used=organization.memberships.count() + pending)
+        invitation = Invitation.objects.create(
+            organization=organization,
+            email=email,
+            role=role,
+            token_hash=_token_hash(token),
+            invited_by=principal.user,
+            expires_at=timezone.now() + timedelta(days=settings.ARGUS_INVITATION_DAYS),
+        )
+        audit.record(
+            principal,
+            "invitation.create",
+            invitation,
+            changes={"email": [None, email], "role": [None, role]},
+        )
+        _send_invitation_on_commit(invitation, token)
+    return invitation, token
+
+
+def resend_invitation(principal: Principal, invitation: Invitation) -> tuple[Invitation, str]:
+    """Send a pending (or expired) invitation again with a fresh token and a new
+    validity period; the previous link stops working. Raises ``Conflict`` otherwise."""
+    require(principal, Action.CHANGE, invitation)
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        resendable = [InvitationStatus.PENDING, InvitationStatus.EXPIRED]
+        updated = Invitation.objects.filter(pk=invitation.pk, status__in=resendable).update(
+            token_hash=_token_hash(token),
+            status=InvitationStatus.PENDING,
+            expires_at=now + timedelta(days=settings.ARGUS_INVITATION_DAYS),
+            sent_at=now,
+            send_count=F("send_count") + 1,
+        )
+        if updated != 1:
+            raise Conflict("Only a pending or expired invitation can be resent.")
+        invitation.refresh_from_db()
+        audit.record(principal, "invitation.resend", invitation)
+        _send_invitation_on_commit(invitation, token)
+    return invitation, token
+
+
+def revoke_invitation(principal: Principal, invitation: Invitation) -> Invitation:
+    """Revoke a pending invitation; its link stops working. Raises ``Conflict`` otherwise."""
+    require(principal, Action.CHANGE, invitation)
+    with transaction.atomic():
+        updated = Invitation.objects.filter(
+            pk=invitation.pk, status=InvitationStatus.PENDING
+        ).update(status=InvitationStatus.REVOKED, decided_at=timezone.now())
+        if updated != 1:
+            raise Conflict("Only a pending invitation can be revoked.")
+        invitation.refresh_from_db()
+        audit.record(principal, "invitation.revoke", invitation)
+    return invitation
+
+
+def find_invitation(token: str) -> Invitation | None:
+    """The invitation a token belongs to, whatever its state; ``None`` if unknown."""
+    if not token or len(token) > 200:
+        return None
+    return (
+        Invitation.objects.select_related("organization", "invited_by")
+        .filter(token_hash=_token_hash(token))
+        .first()
+    )
+
+
+class InvitationError(ServiceError):
+    """An invitation cannot be used."""
+
+
+def check_invitation(invitation: Invitation | None) -> Invitation:
+    """Raise :class:`InvitationError` unless the invitation can still be accepted."""
+    if invitation is None:
+        raise InvitationError("This invitation link is not valid.")
+    if invitation.status == InvitationStatus.ACCEPTED:
+        raise InvitationError("This invitation has already been used.")
+    if invitation.status == InvitationStatus.REVOKED:
+        raise InvitationError("This invitation was revoked.")
+    if invitation.effective_status == InvitationStatus.EXPIRED:
+        raise InvitationError("This invitation has expired; ask for a new one.")
+    return invitation
+
+
+def accept_invitation(token: str, user: User, *, ip=None, user_agent="") -> Membership:
+    """Join the invitation's organization as ``user``, whose email must be the invited one.
+
+    Raises :class:`InvitationError` for an unknown, used, revoked or expired token or
+    another address; ``Conflict`` if already a member; ``LimitExceeded`` at the limit.
+    """
+    invitation = check_invitation(find_invitation(token))
+    if user.email.lower() != invitation.email.lower():
+        raise InvitationError(
+            f"This invitation was sent to {invitation.email}; you are signed in as {user.email}."
+        )
+    organization = invitation.organization
+    principal = Principal(
+        organization=organization,
+        user=user,
+        role=invitation.role,
+        channel="console",
+        ip=ip,
+        user_agent=user_agent,
+    )
+    with transaction.atomic():
+        used = Invitation.objects.filter(
+            pk=invitation.pk, status=InvitationStatus.PENDING, expires_at__gt=timezone.now()
+        ).update(status=InvitationStatus.ACCEPTED, decided_at=timezone.now(), accepted_by=user)
+        if used != 1:
+            raise InvitationError("This invitation has already been used.")
+        # The invitation already counted against the member limit when it was sent.
+        pending = Invitation.objects.filter(
+            organization=organization, status=InvitationStatus.PENDING
+        ).count()
+        audit.record(principal, "invitation.accept", invitation)
+        if Membership.objects.filter(organization=organization, user=user).exists():
+            raise Conflict(f"You are already a member of {organization}.")
+        enforce_limit(organization, Limit.MEMBERS, used=organization.memberships.count() + pending)
+        membership = Membership.objects.create(
+            organization=organization, user=user, role=invitation.role
+        )
+        audit.record(
+            principal,
+            "member.add",
+            membership,
+            target_label=user.email,
+            changes={"role": [None, invitation.role]},
+        )
+        events.publish(
+            "org",
+            "member.added",
+            {"user": user.pk, "role": invitation.role},
+            organization=organization,
+        )
+    return membership
+
+
+def invitation_url(token: str) -> str:
+    """The absolute link that accepts an invitation."""
+    from django.urls import reverse
+
+    return settings.ARGUS_PUBLIC_URL.rstrip("/") + reverse("orgs:invitation_accept", args=[token])
+
+
+def _send_invitation_on_commit(invitation: Invitation, token: str) -> None:
+    context = {
+        "organization": invitation.organization.name,
+        "inviter": invitation.invited_by.email if invitation.invited_by else "Argus",
+        "role": invitation.get_role_display(),
+        "url": invitation_url(token),
+        "expires_at": invitation.expires_at,
+    }
+    subject = f"[Argus] You are invited to {invitation.organization.name}"
+    body = render_to_string("orgs/email/invitation.txt", context)
+    transaction.on_commit(lambda: send_mail(subject, body, None, [invitation.email]), robust=True)
+
+
+# --- teams ----------------------------------------------------------------------------------
+
+
+def _team_members(organization: Organization, member_ids: Iterable[int]) -> list[Membership]:
+    ids = {int(pk) for pk in member_ids}
+    members = list(Membership.objects.filter(organization=organization, pk__in=ids))
+    if len(members) != len(ids):
+        raise ServiceError(
+            "Every team member must be a member of the organization.", field="members"
+        )
+    return members
+
+
+def _clean_team_name(organization: Organization, name: str, exclude: int | None = None) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ServiceError("A team needs a name.", field="name")
+    if len(name) > 100:
+        raise ServiceError("At most 100 characters.", field="name")
+    clash = Team.objects.filter(organization=organization, name__iexact=name)
+    if exclude is not None:
+        clash = clash.exclude(pk=exclude)
+    if clash.exists():
+        raise ServiceError(f"There is already a team named {name!r}.", field="name")
+    return name
+
+
+def create_team(
+    principal: Principal, name: str, *, description: str = "", members: Iterable[int] = ()
+) -> Team:
+    """Create a team (``manage``) with the given memberships (ids) as members."""
+    require_create(principal, Team)
+    organization = principal.organization
+    name = _clean_team_name(organization, name)
+    chosen = _team_members(organization, members)
+    with transaction.atomic():
+        group = Group.objects.create(name=f"argus-team-{secrets.token_hex(8)}")
+        team = Team.objects.create(
+            organization=organization, name=name, description=description or "", group=group
+        )
+        team.members.set(chosen)
+        audit.record(
+            principal,
+            "team.create",
+            team,
+            changes={
+                "name": [None, name],
+                "members": [None, sorted(member.user.email for member in chosen)],
+            },
+        )
+    return team
+
+
+def update_team(
+    principal: Principal,
+    team: Team,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    members: Iterable[int] | None = None,
+) -> Team:
+    """Rename a team, change its description or replace its members (``manage`` on the
+    organization or a ``manage`` grant on the team)."""
+    require(principal, Action.CHANGE, team)
+    before = _team_summary(team)
+    with transaction.atomic():
+        if name is not None:
+            team.name = _clean_team_name(team.organization, name, exclude=team.pk)
+        if description is not None:
+            team.description = description
+        team.save(update_fields=["name", "description"])
+        if members is not None:
+            team.members.set(_team_members(team.organization, members))
+        changes = audit.changes_between(before, _team_summary(team))
+        if changes:
+            audit.record(principal, "team.update", team, changes=changes)
+            for user_id in _changed_member_users(before, team):
+                events.access_changed(user_id)
+    return team
+
+
+def _team_summary(team: Team) -> dict:
+    return {
+        "name": team.name,
+        "description": team.description,
+        "members": sorted(team.members.values_list("user__email", flat=True)),
+    }
+
+
+def _changed_member_users(before: dict, team: Team) -> set[int]:
+    now = set(team.members.values_list("user__email", flat=True))
+    changed = now.symmetric_difference(before["members"])
+    return set(User.objects.filter(email__in=changed).values_list("pk", flat=True))
+
+
+def delete_team(principal: Principal, team: Team) -> None:
+    """Delete a team and every grant it held (``manage``)."""
+    require(principal, Action.CHANGE, team)
+    with transaction.atomic():
+        user_ids = list(team.members.values_list("user_id", flat=True))
+        audit.record(principal, "team.delete", team, changes={"name": [team.name, None]})
+        team.group.delete()  # cascades to the team and its grants
+        for user_id in user_ids:
+            events.access_changed(user_id)
+
+
+# --- per-object grants ------------------------------------------------------------------------
+
+
+def _grant_holder(principal: Principal, user: User | None, team: Team | None):
+    if (user is None) == (team is None):
+        raise ServiceError("Grant to exactly one user or one team.")
+    if team is not None:
+        if team.organization_id != principal.organization.pk:
+            raise ServiceError("That team is not in this organization.", field="team")
+        return team.group, f"team {team.name}"
+    if not Membership.objects.filter(organization=principal.organization, user=user).exists():
+        raise ServiceError(f"{user.email} is not a member of this organization.", field="user")
+    return user, user.email
+
+
+def _grant_codename(obj, action: str) -> str:
+    """The permission a grant of ``action`` stores: the action the model really checks
+    (granting ``change`` on a team grants ``manage``, which is what editing it needs)."""
+    if action not in Action.values:
+        raise ServiceError(f"Unknown action {action!r}.", field="action")
+    if not carries_grants(type(obj)):
+        raise ServiceError(f"A {obj._meta.verbose_name} does not take per-object grants.")
+    return f"{mapped_action(type(obj), action)}_{obj._meta.model_name}"
+
+
+def grant(principal: Principal, action: str, obj, *, user=None, team=None) -> None:
+    """Grant ``action`` on ``obj`` to a member or a team (needs ``manage``)."""
+    require(principal, Action.MANAGE, principal.organization)
+    require_session(principal, "Granting permissions")
+    if not can(principal, Action.VIEW, obj):
+        raise PermissionDenied("That object is not in this organization.")
+    codename = _grant_codename(obj, action)
+    holder, label = _grant_holder(principal, user, team)
+    with transaction.atomic():
+        assign_perm(codename, holder, obj)
+        audit.record(
+            principal, "grant.create", obj, changes={"grant": [None, f"{action} → {label}"]}
+        )
+        _notify_holder(user, team)
+
+
+def revoke_grant(principal: Principal, action: str, obj, *, user=None, team=None) -> None:
+    """Withdraw a grant made with :func:`grant` (needs ``manage``)."""
+    require(principal, Action.MANAGE, principal.organization)
+    require_session(principal, "Revoking permissions")
+    if not can(principal, Action.VIEW, obj):
+        raise PermissionDenied("That object is not in this organization.")
+    codename = _grant_codename(obj, action)
+    holder, label = _grant_holder(principal, user, team)
+    with transaction.atomic():
+        remove_perm(codename, holder, obj)
+        audit.record(
+            principal, "grant.delete", obj, changes={"grant": [f"{action} → {label}", None]}
+        )
+        _notify_holder(user, team)
+
+
+def _notify_holder(user, team) -> None:
+    user_ids = [user.pk] if user is not None else team.members.values_list("user_id", flat=True)
+    for user_id in user_ids:
+        events.access_changed(user_id)
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+def _hash_secret(secret: str, signing_key: str) -> str:
+    derived = hashlib.sha256(b"argus.api-key:" + signing_key.encode()).digest()
+    return hmac.new(derived, secret.encode(), hashlib.sha256).hexdigest()
+
+
+def _new_secret() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _clean_scopes(scopes) -> list[str]:
+    if isinstance(scopes, str):
+        scopes = [part.strip() for part in scopes.split(",") if part.strip()]
+    if not isinstance(scopes, list | tuple | set) or not scopes:
+        raise ServiceError("Choose at least one scope.", field="scopes")
+    unknown = sorted(set(scopes) - set(Scope.values))
+    if unknown:
+        raise ServiceError(
+            f"Unknown scope(s) {', '.join(unknown)}; expected {', '.join(Scope.values)}.",
+            field="scopes",
+        )
+    return [scope for scope in Scope.values if scope in scopes]
+
+
+def create_api_key(
+    principal: Principal,
+    name: str,
+    *,
+    scopes,
+    role: str | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key acting for the principal's user; returns it and its secret, which is
+    shown once and never stored. Never possible with an API key.
+
+    Raises ``ServiceError`` for a bad name, scopes, role or expiry and
+    ``PermissionDenied`` for a role cap above the creator's role.
+    """
+    require_session(principal, "Managing API keys")
+    if principal.user is None or not principal.is_member or principal.is_system:
+        raise PermissionDenied("Only a member can create API keys.")
+    name = (name or "").strip()
+    if not name:
+        raise ServiceError("Give the key a name.", field="name")
+    if len(name) > 100:
+        raise ServiceError("At most 100 characters.", field="name")
+    scopes = _clean_scopes(scopes)
+    role = role or principal.role
+    _check_role(principal, role)
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ServiceError("The expiry must be in the future.", field="expires_at")
+    secret = _new_secret()
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            organization=principal.organization,
+            created_by=principal.user,
+            name=name,
+            prefix=secret[:API_KEY_DISPLAY_LENGTH],
+            key_hash=_hash_secret(secret, settings.SECRET_KEY),
+            scopes=scopes,
+            role=role,
+            expires_at=expires_at,
+        )
+        audit.record(
+            principal,
+            "apikey.create",
+            key,
+            changes={
+                "name": [None, name],
+                "scopes": [None, scopes],
+                "role": [None, role],
+                "expires_at": [None, expires_at.isoformat() if expires_at else None],
+            },
+        )
+    return key, secret
+
+
+def revoke_api_key(principal: Principal, key: ApiKey) -> ApiKey:
+    """Revoke a key at once, previous secret included. Raises ``Conflict`` if already."""
+    require_session(principal, "Managing API keys")
+    require(principal, Action.CHANGE, key)
+    with transaction.atomic():
+        now = timezone.now()
+        updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+            revoked_at=now, previous_hash=None, previous_valid_until=None
+        )
+        if updated != 1:
+            raise Conflict("This key is already revoked.")
+        key.refresh_from_db()
+        audit.record(principal, "apikey.revoke", key)
+    return key
+
+
+def rotate_api_key(principal: Principal, key: ApiKey, *, grace: timedelta = timedelta(0)):
+    """Give a key a new secret; the old one keeps working for ``grace`` (at most 30
+    days). Returns the key and the new secret (shown once).
+
+    Raises ``Conflict`` for a revoked or expired key, ``ServiceError`` for a bad grace.
+    """
+    require_session(principal, "Managing API keys")
+    require(principal, Action.CHANGE, key)
+    if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
+        raise ServiceError("The grace period must be between 0 and 30 days.", field="grace")
+    secret = _new_secret()
+    now = timezone.now()
+    with transaction.atomic():
+        current = ApiKey.objects.select_for_update().get(pk=key.pk)
+        if not current.is_active:
+            raise Conflict("A revoked or expired key cannot be rotated.")
+        current.previous_hash = current.key_hash if grace > timedelta(0) else None
+        current.previous_valid_until = now + grace if grace > timedelta(0) else None
+        current.key_hash = _hash_secret(secret, settings.SECRET_KEY)
+        current.prefix = secret[:API_KEY_DISPLAY_LENGTH]
+        current.rotated_at = now
+        current.save(
+            update_fields=[
+                "previous_hash",
+                "previous_valid_until",
+                "key_hash",
+                "prefix",
+                "rotated_at",
+            ]
+        )
+        audit.record(
+            principal,
+            "apikey.rotate",
+            current,
+            changes={"grace_seconds": [None, int(grace.total_seconds())]},
+        )
+    return current, secret
+
+
+def authenticate_api_key(secret: str) -> ApiKey | None:
+    """The active key a secret belongs to (its current one, or the previous one within
+    a rotation's grace period); ``None`` for anything else, without saying why."""
+    if not secret or not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
+        return None
+    now = timezone.now()
+    hashes = [
+        _hash_secret(secret, signing_key)
+        for signing_key in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    ]
+    key = (
+        ApiKey.objects.select_related("organization", "created_by")
+        .filter(Q(key_hash__in=hashes) | Q(previous_hash__in=hashes, previous_valid_until__gt=now))
+        .first()
+    )
+    if key is None or not key.is_active:
+        return None
+    return key
+
+
+def record_api_key_use(key: ApiKey) -> None:
+    """Count one use; a single UPDATE, so concurrent requests never lose a count."""
+    ApiKey.objects.filter(pk=key.pk).update(
+        use_count=F("use_count") + 1, last_used_at=timezone.now()
+    )
+
+
+def update_profile(user: User, name: str, *, ip=None, user_agent="", request_id="") -> User:
+    """Change the user's display name; audited in each of their organizations."""
+    name = (name or "").strip()
+    if len(name) > 150:
+        raise ServiceError("At most 150 characters.", field="name")
+    with transaction.atomic():
+        before = user.name
+        if before == name:
+            return user
+        user.name = name
+        user.save(update_fields=["name"])
+        audit.record_for_user(
+            user,
+            "account.profile_update",
+            ip=ip,
+            user_agent=user_agent,
+            changes={"name": [before, name]},
+        )
+    return user
+
+
+# --- accounts created headlessly ----------------------------------------------------------------
+
+
+def ensure_account(email: str, password: str | None = None) -> tuple[User, str | None]:
+    """The user with ``email``, created (with a verified address, so they can sign in
+    at once) when missing. Returns the user and the password generated for a new
+    account when none was given; an existing account's password is never changed.
+
+    Raises ``ServiceError`` for a bad address or a password the validators refuse.
+    """
+    from allauth.account.models import EmailAddress
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    email = (email or "").strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ServiceError(f"{email!r} is not a valid email address.", field="email") from None
+    user = User.objects.filter(email__iexact=email).first()
+    if user is not None:
+        return user, None
+    generated = None
+    if password is None:
+        password = generated = secrets.token_urlsafe(15)
+    try:
+        validate_password(password, User(email=email))
+    except ValidationError as exc:
+        raise ServiceError(" ".join(exc.messages), field="password") from None
+    with transaction.atomic():
+        user = User.objects.create_user(email, password)
+        EmailAddress.objects.create(user=user, email=email, primary=True, verified=True)
+    return user, generated
+
+
 def seed_demo_organization(data_dir: Path) -> tuple[User, str | None, bool]:
     """Create the demo organization and its admin on first run.
 
     Returns the admin user, the password generated on first run (read back from
     ``data_dir`` on later runs; ``None`` if that file is gone) and whether anything
-    was created now. The password file is readable by its owner only.
+    was created now. The password file is readable by its owner only. The demo
+    organization has four-eyes approval off, so one person can try everything.
     """
+    from allauth.account.models import EmailAddress
+
     login_file = Path(data_dir) / DEMO_LOGIN_FILE
     with transaction.atomic():
         user = User.objects.filter(email__iexact=DEMO_EMAIL).first()
@@ -75,9 +1016,12 @@ def seed_demo_organization(data_dir: Path) -> tuple[User, str | None, bool]:
         if created:
             password = secrets.token_urlsafe(12)
             user = User.objects.create_superuser(DEMO_EMAIL, password, name="Demo admin")
+            EmailAddress.objects.create(user=user, email=DEMO_EMAIL, primary=True, verified=True)
         organization = Organization.objects.filter(slug=DEMO_SLUG).first()
         if organization is None:
-            organization = create_organization("Demo", owner=user, slug=DEMO_SLUG)
+            organization = create_organization(
+                "Demo", owner=user, slug=DEMO_SLUG, four_eyes_approval=False
+            )
             created = True
         elif not Membership.objects.filter(user=user, organization=organization).exists():
             Membership.objects.create(user=user, organization=organization, role=Role.ADMIN)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the broker, an organization with its people, real processes."""
+"""Shared fixtures: the broker, the personas of two organizations, real processes."""
 
 import pytest
 from django.conf import settings
@@ -6,7 +6,8 @@ from django.conf import settings
 from argus import embedded
 from argus.broker import redis_client
 from orgs.choices import Role
-from orgs.models import Membership, Organization, User
+from orgs.models import Membership, Organization
+from tests.support.personas import Personas, make_personas, make_user
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,6 +32,18 @@ def clean_heartbeats():
     redis_client().delete(*keys)
 
 
+@pytest.fixture(autouse=True)
+def clean_cache():
+    """No rate-limit or throttle counts carried from one test to the next (only the
+    cache's own keys: the Redis database also holds the broker and event streams)."""
+    yield
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
 @pytest.fixture
 def organization(db):
     return Organization.objects.create(name="Acme", slug="acme")
@@ -38,14 +51,23 @@ def organization(db):
 
 @pytest.fixture
 def member(organization):
-    user = User.objects.create_user("ada@acme.test", "correct horse battery")
+    """An OPERATOR of Acme (password ``PASSWORD``)."""
+    user = make_user("ada@acme.test")
     Membership.objects.create(user=user, organization=organization, role=Role.OPERATOR)
     return user
 
 
 @pytest.fixture
 def outsider(db):
+    """The ADMIN of another organization."""
     other = Organization.objects.create(name="Other", slug="other")
-    user = User.objects.create_user("eve@other.test", "correct horse battery")
+    user = make_user("eve@other.test")
     Membership.objects.create(user=user, organization=other, role=Role.ADMIN)
     return user
+
+
+@pytest.fixture
+def personas(db) -> Personas:
+    """Organization A with an admin, a manager, an operator and a viewer and a team;
+    organization B with its admin (the outsider) and a team."""
+    return make_personas()

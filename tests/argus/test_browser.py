@@ -45,7 +45,7 @@ def test_sign_in_and_see_a_worker_event_live(member, organization, tmp_path, bro
         page = browser.new_page()
         page.goto(f"{base}/")
         assert page.url == f"{base}/accounts/login/?next=/"
-        page.fill("input[name=username]", member.email)
+        page.fill("input[name=login]", member.email)
         page.fill("input[name=password]", "wrong password")
         page.click("button[type=submit]")
         assert page.locator("text=Please enter a correct email address").is_visible()

@@ -28,7 +28,7 @@ def log_in(base_url, email, password, timeout=30):
     assert status == 200, (status, page[:500])
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     data = urllib.parse.urlencode(
-        {"csrfmiddlewaretoken": token, "username": email, "password": password}
+        {"csrfmiddlewaretoken": token, "login": email, "password": password}
     ).encode()
     request = urllib.request.Request(url, data=data, headers={"Referer": url})  # noqa: S310
     with opener.open(request, timeout=timeout) as response:

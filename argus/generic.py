@@ -1,0 +1,185 @@
+"""Base console views: apps declare attributes, permission is enforced here once.
+
+- :class:`OrgViewMixin` resolves the acting principal (the signed-in user in the
+  current organization), narrows ``queryset`` with ``for_user(principal, "view")`` so an
+  object the user may not see is a 404, and checks ``required_action`` on the object
+  (403 when visible but not allowed).
+- :class:`ObjectListView` filters (one django-filter FilterSet, shared with the API)
+  and paginates; the same view answers htmx with just the table fragment.
+- :class:`ServiceFormView` and :class:`ObjectActionView` call a service, show its
+  error on the form (or as a message), and answer htmx with ``HX-Location``.
+- Form choice fields are narrowed to what the user may see (:func:`restrict_form_fields`).
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.views.generic import FormView, ListView, View
+from django.views.generic.detail import SingleObjectMixin
+
+from argus.errors import ServiceError
+from orgs.middleware import request_principal
+from orgs.permissions import Action, OrgQuerySet, can, can_create
+
+
+class OrgViewMixin(LoginRequiredMixin):
+    """Signed-in member of the current organization; ``self.principal`` is set."""
+
+    queryset = None
+    required_action = Action.VIEW
+
+    def dispatch(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        self.principal = request_principal(request, channel="console")
+        if self.principal is None or not self.principal.is_member:
+            return render(request, "generic/no_organization.html", status=403)
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return self.queryset.all().for_user(self.principal, Action.VIEW)
+
+    def check_object(self, obj):
+        """403 unless the principal may do ``required_action`` on the visible ``obj``."""
+        if self.required_action != Action.VIEW and not can(
+            self.principal, self.required_action, obj
+        ):
+            raise PermissionDenied(
+                f"You are not allowed to {self.required_action} this {obj._meta.verbose_name}."
+            )
+        return obj
+
+    def get_object(self, queryset=None):
+        obj = SingleObjectMixin.get_object(self, queryset)
+        return self.check_object(obj)
+
+    def redirect(self, url: str) -> HttpResponse:
+        """A redirect that htmx follows as a full navigation."""
+        if getattr(self.request, "htmx", False):
+            response = HttpResponse(status=204)
+            response["HX-Location"] = url
+            return response
+        return HttpResponseRedirect(url)
+
+
+class ObjectListView(OrgViewMixin, ListView):
+    """A filtered, paginated list; htmx requests get ``partial_template_name`` only."""
+
+    filterset_class = None
+    paginate_by = 50
+    partial_template_name = None
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        self.filterset = None
+        if self.filterset_class is not None:
+            self.filterset = self.filterset_class(self.request.GET or None, queryset=queryset)
+            if self.filterset.is_bound and self.filterset.is_valid():
+                queryset = self.filterset.qs
+        return queryset
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["filterset"] = self.filterset
+        query = self.request.GET.copy()
+        query.pop("page", None)
+        context["query_without_page"] = query.urlencode()
+        context["can_create"] = can_create(self.principal, self.queryset.model)
+        return context
+
+    def get_template_names(self):
+        htmx = getattr(self.request, "htmx", None)
+        if htmx and not htmx.boosted and self.partial_template_name:
+            return [self.partial_template_name]
+        return super().get_template_names()
+
+
+def restrict_form_fields(form: forms.BaseForm, principal) -> None:
+    """Narrow every model choice field to the rows the principal may see."""
+    for field in form.fields.values():
+        queryset = getattr(field, "queryset", None)
+        if isinstance(queryset, OrgQuerySet):
+            field.queryset = queryset.for_user(principal, Action.VIEW)
+
+
+class ServiceFormView(OrgViewMixin, FormView):
+    """A form whose valid data goes to a service (``perform``).
+
+    A :class:`ServiceError` becomes a form error (on its field when named); a
+    permission refusal is a 403. On success, ``perform`` returns a response or
+    ``None`` to redirect to ``get_success_url()`` with ``success_message``.
+    """
+
+    success_message = ""
+    object = None
+
+    def get_form(self, form_class=None):
+        form = super().get_form(form_class)
+        restrict_form_fields(form, self.principal)
+        return form
+
+    def form_valid(self, form):
+        try:
+            response = self.perform(form)
+        except ServiceError as exc:
+            if exc.field and exc.field in form.fields:
+                form.add_error(exc.field, exc.message)
+            else:
+                form.add_error(None, exc.message)
+            return self.form_invalid(form)
+        if response is not None:
+            return response
+        if self.success_message:
+            messages.success(self.request, self.success_message)
+        return self.redirect(self.get_success_url())
+
+    def perform(self, form):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+
+class ObjectFormView(ServiceFormView, SingleObjectMixin):
+    """A service form about one object the principal may see and act on."""
+
+    def setup_object(self):
+        if self.object is None:
+            self.object = self.get_object()
+
+    def get(self, request, *args, **kwargs):
+        self.setup_object()
+        return super().get(request, *args, **kwargs)
+
+    def post(self, request, *args, **kwargs):
+        self.setup_object()
+        return super().post(request, *args, **kwargs)
+
+
+class ObjectActionView(OrgViewMixin, SingleObjectMixin, View):
+    """A POST-only action on one object: ``perform(obj)`` calls a service; its error
+    becomes an error message, and the user goes back to ``get_success_url()``."""
+
+    http_method_names = ["post"]
+    success_message = ""
+
+    def post(self, request, *args, **kwargs):
+        self.object = self.get_object()
+        try:
+            response = self.perform(self.object)
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+            return self.redirect(self.get_success_url())
+        if response is not None:
+            return response
+        if self.success_message:
+            messages.success(request, self.success_message.format(object=self.object))
+        return self.redirect(self.get_success_url())
+
+    def perform(self, obj):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def get_success_url(self):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
