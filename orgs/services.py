@@ -300,6 +300,17 @@ def _lock_admins(organization: Organization) -> list[int]:
     )
 
 
+def _seats_taken(organization: Organization) -> int:
+    """Members plus pending invitations: an invitation reserves its seat until it is
+    accepted, revoked or lapses."""
+    pending = Invitation.objects.filter(
+        organization=organization,
+        status=InvitationStatus.PENDING,
+        expires_at__gt=timezone.now(),
+    ).count()
+    return organization.memberships.count() + pending
+
+
 def add_member(principal: Principal, user: User, role: str, *, action="member.add") -> Membership:
     """Make ``user`` a member with ``role`` (``manage``); used by invitations and commands.
 
@@ -311,7 +322,7 @@ def add_member(principal: Principal, user: User, role: str, *, action="member.ad
         Organization.objects.select_for_update().filter(pk=organization.pk).first()
         if Membership.objects.filter(organization=organization, user=user).exists():
             raise Conflict(f"{user.email} is already a member of {organization}.")
-        enforce_limit(organization, Limit.MEMBERS)
+        enforce_limit(organization, Limit.MEMBERS, used=_seats_taken(organization))
         membership = Membership.objects.create(organization=organization, user=user, role=role)
         audit.record(
             principal, action, membership, target_label=user.email, changes={"role": [None, role]}
@@ -452,17 +463,17 @@ def invite(principal: Principal, email: str, role: str) -> tuple[Invitation, str
             raise Conflict(
                 f"{email} already has a pending invitation; resend it instead.", field="email"
             )
-        pending = Invitation.objects.filter(
-            organization=organization, status=InvitationStatus.PENDING
-        ).count()
-        enforce_limit(organization, Limit.MEMBERS, used=organization.memberships.count() + pending)
+        enforce_limit(organization, Limit.MEMBERS, used=_seats_taken(organization))
+        now = timezone.now()
         invitation = Invitation.objects.create(
             organization=organization,
             email=email,
             role=role,
             token_hash=_token_hash(token),
             invited_by=principal.user,
-            expires_at=timezone.now() + timedelta(days=settings.ARGUS_INVITATION_DAYS),
+            created_at=now,
+            sent_at=now,
+            expires_at=now + timedelta(days=settings.ARGUS_INVITATION_DAYS),
         )
         audit.record(
             principal,
@@ -565,14 +576,11 @@ def accept_invitation(token: str, user: User, *, ip=None, user_agent="") -> Memb
         ).update(status=InvitationStatus.ACCEPTED, decided_at=timezone.now(), accepted_by=user)
         if used != 1:
             raise InvitationError("This invitation has already been used.")
-        # The invitation already counted against the member limit when it was sent.
-        pending = Invitation.objects.filter(
-            organization=organization, status=InvitationStatus.PENDING
-        ).count()
         audit.record(principal, "invitation.accept", invitation)
         if Membership.objects.filter(organization=organization, user=user).exists():
             raise Conflict(f"You are already a member of {organization}.")
-        enforce_limit(organization, Limit.MEMBERS, used=organization.memberships.count() + pending)
+        # Its seat was reserved while it was pending; it is now taken by the member.
+        enforce_limit(organization, Limit.MEMBERS, used=_seats_taken(organization))
         membership = Membership.objects.create(
             organization=organization, user=user, role=invitation.role
         )
