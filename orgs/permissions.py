@@ -55,13 +55,14 @@ ROLE_ACTIONS: dict[str, frozenset[str]] = {
 }
 ROLE_RANK = {"VIEWER": 0, "OPERATOR": 1, "MANAGER": 2, "ADMIN": 3}
 
-# The actions each API key scope opens. ``approve`` is never open to a key: only a
-# person in the console decides approvals.
+# The actions each API key scope opens; each includes ``view`` (nothing can be changed
+# or run unseen). ``approve`` is never open to a key: only a person in the console
+# decides approvals.
 SCOPE_ACTIONS: dict[str, frozenset[str]] = {
     "read": frozenset({Action.VIEW}),
-    "execute": frozenset({Action.OPERATE}),
-    "write": frozenset({Action.CHANGE}),
-    "admin": frozenset({Action.MANAGE, Action.REVEAL}),
+    "execute": frozenset({Action.VIEW, Action.OPERATE}),
+    "write": frozenset({Action.VIEW, Action.CHANGE}),
+    "admin": frozenset({Action.VIEW, Action.MANAGE, Action.REVEAL}),
 }
 
 

@@ -14,7 +14,7 @@ from django.db import transaction
 from rest_framework import exceptions, viewsets
 
 from orgs.middleware import request_principal
-from orgs.permissions import Action, can, can_create
+from orgs.permissions import Action, can, can_create, mapped_action
 
 SAFE_ACTIONS = {"list", "retrieve", "metadata"}
 
@@ -33,6 +33,12 @@ class OrgViewSet(viewsets.GenericViewSet):
     # Set per ``@action(..., permission_action=...)``.
     permission_action = None
     session_only = False
+    principal = None
+
+    def perform_authentication(self, request):
+        super().perform_authentication(request)
+        if request.user.is_authenticated:
+            self.principal = request_principal(request, channel="api")
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -40,7 +46,6 @@ class OrgViewSet(viewsets.GenericViewSet):
             raise exceptions.PermissionDenied(
                 "This endpoint is not available with an API key; use the console."
             )
-        self.principal = request_principal(request, channel="api")
         if self.principal is None:
             raise exceptions.PermissionDenied("You are not a member of any organization.")
         if not self.principal.is_member:
@@ -68,16 +73,22 @@ class OrgViewSet(viewsets.GenericViewSet):
         if principal is None or self.detail or self.action in SAFE_ACTIONS:
             return
         if self.action == "create" and not can_create(principal, self.model):
+            needed = mapped_action(self.model, Action.CHANGE)
             raise exceptions.PermissionDenied(
-                f"You are not allowed to create a {self.model._meta.verbose_name}."
+                f"This API key's scopes do not allow '{needed}'."
+                if not principal.scope_allows(needed)
+                else f"You are not allowed to create a {self.model._meta.verbose_name}."
             )
 
     def check_object_permissions(self, request, obj):
         super().check_object_permissions(request, obj)
         action = self.required_action()
         if action != Action.VIEW and not can(self.principal, action, obj):
+            needed = mapped_action(type(obj), action)
             raise exceptions.PermissionDenied(
-                f"You are not allowed to {action} this {obj._meta.verbose_name}."
+                f"This API key's scopes do not allow '{needed}'."
+                if not self.principal.scope_allows(needed)
+                else f"You are not allowed to {needed} this {obj._meta.verbose_name}."
             )
 
     def write(self, service, *args, **kwargs):
