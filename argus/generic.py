@@ -24,7 +24,7 @@ from django.views.generic.detail import SingleObjectMixin
 
 from argus.errors import ServiceError
 from orgs.middleware import request_principal
-from orgs.permissions import Action, OrgQuerySet, can, can_create
+from orgs.permissions import Action, OrgQuerySet, can, can_create, can_list
 
 
 class OrgViewMixin(LoginRequiredMixin):
@@ -73,6 +73,14 @@ class ObjectListView(OrgViewMixin, ListView):
     filterset_class = None
     paginate_by = 50
     partial_template_name = None
+
+    def get(self, request, *args, **kwargs):
+        model = self.queryset.model
+        if not can_list(self.principal, model):
+            raise PermissionDenied(
+                f"Your role does not allow you to see {model._meta.verbose_name_plural}."
+            )
+        return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         queryset = super().get_queryset()

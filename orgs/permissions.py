@@ -286,6 +286,19 @@ def can_create(principal: Principal, model: type[models.Model]) -> bool:
     return principal.scope_allows(action) and principal.org_allows(action)
 
 
+def can_list(principal: Principal, model: type[models.Model]) -> bool:
+    """Whether a list of ``model`` can show the principal anything at all: its role
+    (or an organization grant) allows viewing them, or it may own or be granted some."""
+    if not principal.is_member:
+        return False
+    if principal.api_key is not None and getattr(model, "session_only", False):
+        return False
+    if getattr(model, "owner_field", None) or carries_grants(model):
+        return True
+    needed = mapped_action(model, Action.VIEW)
+    return principal.scope_allows(needed) and principal.org_allows(needed)
+
+
 class OrgQuerySet(models.QuerySet):
     """Querysets of organization-scoped models: ``for_user`` is the only way to narrow."""
 

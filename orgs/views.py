@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
 from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
@@ -28,7 +29,7 @@ from orgs.adapter import INVITATION_SESSION_KEY
 from orgs.filters import AuditFilter, InvitationFilter, MemberFilter
 from orgs.middleware import request_context
 from orgs.models import ApiKey, AuditEvent, Invitation, Membership, Organization, Team
-from orgs.permissions import Action, can
+from orgs.permissions import Action, can, can_list
 
 # --- organization --------------------------------------------------------------------------
 
@@ -387,16 +388,6 @@ class AuditListView(ObjectListView):
     template_name = "orgs/audit_list.html"
     partial_template_name = "orgs/partials/audit_table.html"
 
-    def get(self, request, *args, **kwargs):
-        if not can(self.principal, Action.MANAGE, self.principal.organization):
-            return render(
-                request,
-                "403.html",
-                {"exception": "Only admins (or people granted 'manage') can read the audit log."},
-                status=403,
-            )
-        return super().get(request, *args, **kwargs)
-
 
 EXPORT_FIELDS = [
     "seq",
@@ -426,8 +417,10 @@ class AuditExportView(OrgViewMixin, View):
     """The filtered audit log as CSV or JSON Lines; the export itself is audited."""
 
     def get(self, request):
-        if not can(self.principal, Action.MANAGE, self.principal.organization):
-            return render(request, "403.html", status=403)
+        if not can_list(self.principal, AuditEvent):
+            raise PermissionDenied(
+                "Only admins (or people granted 'manage') can export the audit log."
+            )
         export_format = request.GET.get("format", "csv")
         if export_format not in ("csv", "jsonl"):
             return render(

@@ -360,3 +360,36 @@ def test_logout_closes_the_sessions_sockets(member, client):
         assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
 
     run(scenario)
+
+
+def test_a_role_change_closes_the_users_sockets_so_they_resubscribe(member, organization):
+    from orgs import services
+    from orgs.choices import Role
+    from orgs.models import Membership
+    from orgs.permissions import Principal
+    from tests.support.personas import make_user
+
+    admin = make_user("boss@acme.test")
+    Membership.objects.create(user=admin, organization=organization, role=Role.ADMIN)
+    acting = Principal.member(admin, organization)
+    membership = member.memberships.get()
+
+    async def scenario():
+        comm, ack = await subscribed(member)
+        assert ack["subscribed"] == "org"
+        await sync_to_async(services.change_role)(acting, membership, Role.VIEWER)
+        event = await comm.receive_json_from(timeout=5)
+        assert (event["type"], event["data"]) == (
+            "member.role_changed",
+            {"user": member.pk, "role": "VIEWER"},
+        )
+        assert await comm.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+        # Removed from the organization: a new socket can no longer subscribe to it.
+        await sync_to_async(services.remove_member)(acting, membership)
+        again = communicator(member)
+        assert (await again.connect())[0]
+        await again.send_json_to({"subscribe": "org", "after": None})
+        assert "error" in await again.receive_json_from(timeout=5)
+        await again.disconnect()
+
+    run(scenario)
