@@ -6,6 +6,7 @@ file holding the value (Docker/Kubernetes secrets); giving both is an error.
 """
 
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -101,6 +102,28 @@ def read_choice(name: str, default: str, choices: set[str]) -> str:
         allowed = ", ".join(sorted(choices))
         raise SettingError(name, f"expected one of {allowed}, got {value!r}")
     return value
+
+
+RATE = re.compile(r"^[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def read_rate(name: str, default: str) -> str:
+    """A request rate such as ``600/min`` (per s, min, hour or day), as DRF reads it."""
+    value = read_str(name, default)
+    if not RATE.match(value):
+        raise SettingError(name, f"expected a rate like 600/min or 10/s, got {value!r}")
+    return value
+
+
+def read_base_url(name: str, default: str) -> str:
+    """An absolute http(s) URL without query or fragment, such as ``https://argus.example.com``."""
+    value = read_str(name, default)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise SettingError(
+            name, f"expected an http(s) URL like https://argus.example.com, got {value!r}"
+        )
+    return value.rstrip("/")
 
 
 def read_origins(name: str) -> list[str]:

@@ -257,10 +257,10 @@ GUARDIAN_RAISE_403 = False
 
 # Keyed hash of API keys: derived from SECRET_KEY (and SECRET_KEY_FALLBACKS while rotating).
 SECRET_KEY_FALLBACKS = env.read_list("SECRET_KEY_FALLBACKS", [])
-ARGUS_API_KEY_RATE = env.read_str("ARGUS_API_KEY_RATE", "600/min")
+ARGUS_API_KEY_RATE = env.read_rate("ARGUS_API_KEY_RATE", "600/min")
 ARGUS_INVITATION_DAYS = env.read_int("ARGUS_INVITATION_DAYS", 7, minimum=1)
 # Where people reach this installation: links in emails (invitations) point here.
-ARGUS_PUBLIC_URL = env.read_str(
+ARGUS_PUBLIC_URL = env.read_base_url(
     "ARGUS_PUBLIC_URL",
     "http://localhost:8000" if (EMBEDDED or DEBUG) else f"https://{ALLOWED_HOSTS[0]}",
 )

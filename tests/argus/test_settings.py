@@ -62,6 +62,10 @@ def test_embedded_defaults(environment, tmp_path):
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert load_settings()["SECRET_KEY"] == settings["SECRET_KEY"]
     assert load_settings()["ARGUS_ENCRYPTION_KEY"] == settings["ARGUS_ENCRYPTION_KEY"]
+    # Mail goes to the console, so verification would lock people out; invitations only.
+    assert settings["ACCOUNT_EMAIL_VERIFICATION"] == "none"
+    assert settings["ARGUS_SIGNUP"] == "invite"
+    assert settings["ARGUS_PUBLIC_URL"] == "http://localhost:8000"
 
 
 def test_production_values(environment):
@@ -78,6 +82,9 @@ def test_production_values(environment):
     assert settings["EMAIL_HOST_PASSWORD"] == "p@ss"
     assert settings["EMAIL_USE_TLS"] is True
     assert settings["SESSION_COOKIE_SECURE"] is True
+    assert settings["ACCOUNT_EMAIL_VERIFICATION"] == "mandatory"
+    assert settings["ARGUS_PUBLIC_URL"] == "https://argus.example.com"
+    assert settings["CACHES"]["default"]["LOCATION"] == "redis://cache.internal:6379/0"
 
 
 def test_empty_secret_file_is_refused(environment, tmp_path):
@@ -126,6 +133,11 @@ def test_secret_from_file(environment, tmp_path):
         ({"EMAIL_URL": "smtp://mail.example.com?timeout=soon"}, "EMAIL_URL: timeout must be"),
         ({"ARGUS_HEARTBEAT_TTL": "5"}, "ARGUS_HEARTBEAT_TTL: must be greater than"),
         ({"ARGUS_ENCRYPTION_KEY_FILE": "/nonexistent/key"}, "ARGUS_ENCRYPTION_KEY_FILE: cannot"),
+        ({"ARGUS_SIGNUP": "everyone"}, "ARGUS_SIGNUP: expected one of closed, invite, open"),
+        ({"ARGUS_EMAIL_VERIFICATION": "maybe"}, "ARGUS_EMAIL_VERIFICATION: expected one of"),
+        ({"ARGUS_API_KEY_RATE": "lots"}, "ARGUS_API_KEY_RATE: expected a rate like 600/min"),
+        ({"ARGUS_PUBLIC_URL": "argus.example.com"}, "ARGUS_PUBLIC_URL: expected an http(s) URL"),
+        ({"ARGUS_INVITATION_DAYS": "0"}, "ARGUS_INVITATION_DAYS: must be at least 1"),
     ],
 )
 def test_bad_values_name_the_variable(environment, values, message):

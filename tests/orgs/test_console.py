@@ -100,13 +100,14 @@ def test_leaving_an_organization(client, personas):
     assert client.get("/settings/members/").status_code == 403  # no organization left
 
 
-def test_invitation_link_is_shown_once_and_accepted(as_admin, client, personas, mailoutbox):
+def test_invitation_link_is_shown_once_and_accepted(as_admin, client, personas, settings):
     page = as_admin.post(
         "/settings/invitations/new/", {"email": "zoe@example.test", "role": "OPERATOR"}
     )
     assert page.status_code == 200
-    url = re.search(r'value="(http://[^"]+/invitations/[^"]+/)"', page.content.decode()).group(1)
-    path = url.split("localhost:8000", 1)[1]
+    url = re.search(r'value="(https?://[^"]+/invitations/[^"]+/)"', page.content.decode()).group(1)
+    assert url.startswith(settings.ARGUS_PUBLIC_URL)
+    path = re.search(r"/invitations/[^/]+/$", url).group(0)
     assert path.split("/")[2] not in as_admin.get("/settings/invitations/").content.decode()
     duplicate = as_admin.post(
         "/settings/invitations/new/", {"email": "ZOE@example.test", "role": "VIEWER"}
