@@ -317,3 +317,28 @@ def test_list_queries_stay_constant(client, personas, django_assert_max_num_quer
 
 def test_openapi_schema_is_valid():
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
+
+
+def test_organization_endpoint(client, personas):
+    client.force_login(personas.viewer)
+    body = client.get("/api/v1/organization/").json()
+    assert (body["slug"], body["role"], body["four_eyes_approval"]) == ("alpha", "VIEWER", True)
+    refused = client.patch(
+        "/api/v1/organization/", {"name": "Mine"}, content_type="application/json"
+    )
+    assert refused.status_code == 403
+    client.force_login(personas.admin)
+    changed = client.patch(
+        "/api/v1/organization/",
+        {"name": "Alpha 2", "redaction_keys": ["account_no"], "plan": "ENTERPRISE"},
+        content_type="application/json",
+    )
+    assert changed.status_code == 200
+    assert changed.json()["name"] == "Alpha 2"
+    assert changed.json()["plan"] == "PRO"  # read-only: plans change elsewhere
+    bad = client.patch(
+        "/api/v1/organization/", {"retention_days": 3650}, content_type="application/json"
+    )
+    assert bad.status_code == 409
+    assert bad.json()["errors"] == {"retention_days": [bad.json()["detail"]]}
+    assert AuditEvent.objects.filter(action="organization.update").count() == 1
