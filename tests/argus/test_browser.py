@@ -48,7 +48,8 @@ def test_sign_in_and_see_a_worker_event_live(member, organization, tmp_path, bro
         page.fill("input[name=login]", member.email)
         page.fill("input[name=password]", "wrong password")
         page.click("button[type=submit]")
-        assert page.locator("text=Please enter a correct email address").is_visible()
+        refused = "text=The email address and/or password you specified are not correct"
+        assert page.locator(refused).is_visible()
         page.fill("input[name=password]", "correct horse battery")
         page.click("button[type=submit]")
         page.wait_for_url(f"{base}/")
