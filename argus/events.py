@@ -25,6 +25,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from argus.broker import redis_client
 
@@ -110,7 +111,20 @@ def publish(topic: str, type: str, data: dict[str, Any], *, organization) -> Non
     parse_topic(topic)
     organization_id = getattr(organization, "pk", organization)
     stream = Stream(int(organization_id), topic)
-    transaction.on_commit(lambda: send_event(stream, type, data), robust=True)
+    transaction.on_commit(lambda: _send_quietly(stream, type, data))
+
+
+def _send_quietly(stream: Stream, type: str, data: dict[str, Any]) -> None:
+    """Deliver after commit; a broker that is down (a command run before `argus up`,
+    say) costs one warning line, and other failures are logged in full."""
+    try:
+        send_event(stream, type, data)
+    except RedisConnectionError as exc:
+        logger.warning(
+            "event %s on %s not delivered: broker unreachable (%s)", type, stream.key, exc
+        )
+    except Exception:
+        logger.exception("event %s on %s not delivered", type, stream.key)
 
 
 def send_event(stream: Stream, type: str, data: dict[str, Any]) -> dict[str, Any]:

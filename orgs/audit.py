@@ -177,6 +177,9 @@ def verify_chain(key: str) -> Break | None:
     organization_id = None if key == INSTALLATION_CHAIN else int(key.split(":", 1)[1])
     head = AuditChainHead.objects.filter(key=key).first()
     events = AuditEvent.objects.filter(organization_id=organization_id).order_by("seq")
+    if head is not None:
+        # Events appended while we walk belong to a newer head: check up to this one.
+        events = events.filter(seq__lte=head.seq)
     expected_seq, previous = 1, ""
     for event in _iterate(events):
         if event.seq != expected_seq:

@@ -153,9 +153,9 @@ class Principal:
     @property
     def label(self) -> str:
         """How the audit log names this principal."""
-        if self.is_system:
-            return "system"
-        return self.user.email if self.user is not None else ""
+        if self.user is not None:
+            return self.user.email
+        return "system" if self.is_system else ""
 
     def scope_allows(self, action: str) -> bool:
         """Whether an API key's scopes open ``action`` (always true without a key)."""

@@ -139,6 +139,10 @@ def create_organization(
     """
     name = (name or "").strip()
     slug = slugify(slug or name)
+    if plan not in Plan.values:
+        raise OrganizationError(
+            f"Unknown plan {plan!r}; expected one of {', '.join(Plan.values)}.", field="plan"
+        )
     if not name or not slug:
         raise OrganizationError(
             "The organization needs a name made of letters or digits.", field="name"
@@ -316,6 +320,7 @@ def add_member(principal: Principal, user: User, role: str, *, action="member.ad
 
     Raises ``Conflict`` when already a member, ``LimitExceeded`` at the plan's limit.
     """
+    require_create(principal, Membership)
     organization = principal.organization
     _check_role(principal, role)
     with transaction.atomic():

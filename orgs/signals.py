@@ -1,7 +1,12 @@
 """Account events into the audit log: logins, failed logins, password and MFA changes."""
 
 from allauth.account.signals import password_changed, password_reset
-from allauth.mfa.signals import authenticator_added, authenticator_removed, authenticator_reset
+from allauth.mfa.signals import (
+    authentication_failed,
+    authenticator_added,
+    authenticator_removed,
+    authenticator_reset,
+)
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db import transaction
 from django.dispatch import receiver
@@ -75,6 +80,17 @@ def audit_mfa_reset(sender, request, user, authenticator, **kwargs):
         audit.record_for_user(
             user,
             "account.mfa_reset",
+            changes={"type": [None, authenticator.type]},
+            **_context(request),
+        )
+
+
+@receiver(authentication_failed, dispatch_uid="orgs.audit_mfa_failed")
+def audit_mfa_failed(sender, request, user, authenticator, reauthentication=False, **kwargs):
+    with transaction.atomic():
+        audit.record_for_user(
+            user,
+            "account.mfa_failed",
             changes={"type": [None, authenticator.type]},
             **_context(request),
         )

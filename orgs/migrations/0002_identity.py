@@ -8,260 +8,649 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('orgs', '0001_initial'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("orgs", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditChainHead',
+            name="AuditChainHead",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=40, unique=True, verbose_name='chain')),
-                ('seq', models.PositiveBigIntegerField(default=0, verbose_name='last sequence number')),
-                ('hash', models.CharField(blank=True, max_length=64, verbose_name='last hash')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=40, unique=True, verbose_name="chain")),
+                (
+                    "seq",
+                    models.PositiveBigIntegerField(default=0, verbose_name="last sequence number"),
+                ),
+                ("hash", models.CharField(blank=True, max_length=64, verbose_name="last hash")),
             ],
             options={
-                'verbose_name': 'audit chain head',
-                'verbose_name_plural': 'audit chain heads',
-                'ordering': ['key'],
+                "verbose_name": "audit chain head",
+                "verbose_name_plural": "audit chain heads",
+                "ordering": ["key"],
             },
         ),
         migrations.AlterModelOptions(
-            name='membership',
-            options={'default_permissions': (), 'ordering': ['organization_id', 'user_id'], 'verbose_name': 'membership', 'verbose_name_plural': 'memberships'},
+            name="membership",
+            options={
+                "default_permissions": (),
+                "ordering": ["organization_id", "user_id"],
+                "verbose_name": "membership",
+                "verbose_name_plural": "memberships",
+            },
         ),
         migrations.AlterModelOptions(
-            name='organization',
-            options={'default_permissions': (), 'ordering': ['name', 'id'], 'permissions': [('view_organization', 'Can view organization'), ('operate_organization', 'Can operate organization'), ('change_organization', 'Can change organization'), ('approve_organization', 'Can approve organization'), ('manage_organization', 'Can manage organization'), ('reveal_organization', 'Can reveal organization')], 'verbose_name': 'organization', 'verbose_name_plural': 'organizations'},
+            name="organization",
+            options={
+                "default_permissions": (),
+                "ordering": ["name", "id"],
+                "permissions": [
+                    ("view_organization", "Can view organization"),
+                    ("operate_organization", "Can operate organization"),
+                    ("change_organization", "Can change organization"),
+                    ("approve_organization", "Can approve organization"),
+                    ("manage_organization", "Can manage organization"),
+                    ("reveal_organization", "Can reveal organization"),
+                ],
+                "verbose_name": "organization",
+                "verbose_name_plural": "organizations",
+            },
         ),
         migrations.AddField(
-            model_name='organization',
-            name='four_eyes_approval',
-            field=models.BooleanField(default=True, help_text='Whoever requests an approval cannot also grant it.', verbose_name='four-eyes approval'),
+            model_name="organization",
+            name="four_eyes_approval",
+            field=models.BooleanField(
+                default=True,
+                help_text="Whoever requests an approval cannot also grant it.",
+                verbose_name="four-eyes approval",
+            ),
         ),
         migrations.AddField(
-            model_name='organization',
-            name='record_raw_arguments',
-            field=models.BooleanField(default=True, help_text='Lets replays use real values; only people allowed to reveal can see them.', verbose_name='keep raw arguments (encrypted)'),
+            model_name="organization",
+            name="record_raw_arguments",
+            field=models.BooleanField(
+                default=True,
+                help_text="Lets replays use real values; only people allowed to reveal can see them.",
+                verbose_name="keep raw arguments (encrypted)",
+            ),
         ),
         migrations.AddField(
-            model_name='organization',
-            name='redaction_keys',
-            field=models.JSONField(blank=True, default=list, help_text='Argument and result keys redacted in recordings, on top of the defaults.', verbose_name='extra redaction keys'),
+            model_name="organization",
+            name="redaction_keys",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text="Argument and result keys redacted in recordings, on top of the defaults.",
+                verbose_name="extra redaction keys",
+            ),
         ),
         migrations.AddField(
-            model_name='organization',
-            name='retention_days',
-            field=models.PositiveIntegerField(blank=True, help_text='Empty means the longest the plan allows.', null=True, verbose_name='recording retention (days)'),
+            model_name="organization",
+            name="retention_days",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Empty means the longest the plan allows.",
+                null=True,
+                verbose_name="recording retention (days)",
+            ),
         ),
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, verbose_name='name')),
-                ('prefix', models.CharField(editable=False, max_length=24, verbose_name='prefix')),
-                ('key_hash', models.CharField(editable=False, max_length=64, unique=True, verbose_name='key hash')),
-                ('previous_hash', models.CharField(blank=True, editable=False, max_length=64, null=True, unique=True, verbose_name='previous key hash')),
-                ('previous_valid_until', models.DateTimeField(blank=True, null=True, verbose_name='previous key valid until')),
-                ('scopes', models.JSONField(default=list, verbose_name='scopes')),
-                ('role', models.CharField(choices=[('ADMIN', 'Admin'), ('MANAGER', 'Manager'), ('OPERATOR', 'Operator'), ('VIEWER', 'Viewer')], help_text="The key never acts above this role, nor above its creator's current role.", max_length=20, verbose_name='role cap')),
-                ('expires_at', models.DateTimeField(blank=True, null=True, verbose_name='expires')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='created')),
-                ('rotated_at', models.DateTimeField(blank=True, null=True, verbose_name='rotated')),
-                ('last_used_at', models.DateTimeField(blank=True, null=True, verbose_name='last used')),
-                ('use_count', models.PositiveBigIntegerField(default=0, verbose_name='uses')),
-                ('revoked_at', models.DateTimeField(blank=True, null=True, verbose_name='revoked')),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_keys', to=settings.AUTH_USER_MODEL, verbose_name='created by')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_keys', to='orgs.organization', verbose_name='organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, verbose_name="name")),
+                ("prefix", models.CharField(editable=False, max_length=24, verbose_name="prefix")),
+                (
+                    "key_hash",
+                    models.CharField(
+                        editable=False, max_length=64, unique=True, verbose_name="key hash"
+                    ),
+                ),
+                (
+                    "previous_hash",
+                    models.CharField(
+                        blank=True,
+                        editable=False,
+                        max_length=64,
+                        null=True,
+                        unique=True,
+                        verbose_name="previous key hash",
+                    ),
+                ),
+                (
+                    "previous_valid_until",
+                    models.DateTimeField(
+                        blank=True, null=True, verbose_name="previous key valid until"
+                    ),
+                ),
+                ("scopes", models.JSONField(default=list, verbose_name="scopes")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("ADMIN", "Admin"),
+                            ("MANAGER", "Manager"),
+                            ("OPERATOR", "Operator"),
+                            ("VIEWER", "Viewer"),
+                        ],
+                        help_text="The key never acts above this role, nor above its creator's current role.",
+                        max_length=20,
+                        verbose_name="role cap",
+                    ),
+                ),
+                ("expires_at", models.DateTimeField(blank=True, null=True, verbose_name="expires")),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="created"),
+                ),
+                ("rotated_at", models.DateTimeField(blank=True, null=True, verbose_name="rotated")),
+                (
+                    "last_used_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="last used"),
+                ),
+                ("use_count", models.PositiveBigIntegerField(default=0, verbose_name="uses")),
+                ("revoked_at", models.DateTimeField(blank=True, null=True, verbose_name="revoked")),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_keys",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="created by",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_keys",
+                        to="orgs.organization",
+                        verbose_name="organization",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'verbose_name_plural': 'API keys',
-                'ordering': ['organization_id', '-created_at'],
-                'default_permissions': (),
+                "verbose_name": "API key",
+                "verbose_name_plural": "API keys",
+                "ordering": ["organization_id", "-created_at"],
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveBigIntegerField(verbose_name='sequence number')),
-                ('actor_label', models.CharField(blank=True, max_length=254, verbose_name='actor')),
-                ('channel', models.CharField(choices=[('console', 'Console'), ('api', 'API'), ('mcp', 'MCP'), ('admin', 'Django admin'), ('system', 'System')], max_length=10, verbose_name='channel')),
-                ('action', models.CharField(max_length=64, verbose_name='action')),
-                ('target_type', models.CharField(blank=True, max_length=64, verbose_name='target type')),
-                ('target_id', models.CharField(blank=True, max_length=64, verbose_name='target id')),
-                ('target_label', models.CharField(blank=True, max_length=254, verbose_name='target')),
-                ('changes', models.JSONField(blank=True, default=dict, verbose_name='changes')),
-                ('ip', models.GenericIPAddressField(blank=True, null=True, verbose_name='IP address')),
-                ('user_agent', models.CharField(blank=True, max_length=512, verbose_name='user agent')),
-                ('request_id', models.CharField(blank=True, max_length=64, verbose_name='request id')),
-                ('created_at', models.DateTimeField(verbose_name='time')),
-                ('prev_hash', models.CharField(blank=True, max_length=64, verbose_name='previous hash')),
-                ('hash', models.CharField(max_length=64, verbose_name='hash')),
-                ('actor', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='actor')),
-                ('api_key', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='orgs.apikey', verbose_name='API key')),
-                ('organization', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='orgs.organization', verbose_name='organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveBigIntegerField(verbose_name="sequence number")),
+                ("actor_label", models.CharField(blank=True, max_length=254, verbose_name="actor")),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("console", "Console"),
+                            ("api", "API"),
+                            ("mcp", "MCP"),
+                            ("admin", "Django admin"),
+                            ("system", "System"),
+                        ],
+                        max_length=10,
+                        verbose_name="channel",
+                    ),
+                ),
+                ("action", models.CharField(max_length=64, verbose_name="action")),
+                (
+                    "target_type",
+                    models.CharField(blank=True, max_length=64, verbose_name="target type"),
+                ),
+                (
+                    "target_id",
+                    models.CharField(blank=True, max_length=64, verbose_name="target id"),
+                ),
+                (
+                    "target_label",
+                    models.CharField(blank=True, max_length=254, verbose_name="target"),
+                ),
+                ("changes", models.JSONField(blank=True, default=dict, verbose_name="changes")),
+                (
+                    "ip",
+                    models.GenericIPAddressField(blank=True, null=True, verbose_name="IP address"),
+                ),
+                (
+                    "user_agent",
+                    models.CharField(blank=True, max_length=512, verbose_name="user agent"),
+                ),
+                (
+                    "request_id",
+                    models.CharField(blank=True, max_length=64, verbose_name="request id"),
+                ),
+                ("created_at", models.DateTimeField(verbose_name="time")),
+                (
+                    "prev_hash",
+                    models.CharField(blank=True, max_length=64, verbose_name="previous hash"),
+                ),
+                ("hash", models.CharField(max_length=64, verbose_name="hash")),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="actor",
+                    ),
+                ),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="orgs.apikey",
+                        verbose_name="API key",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to="orgs.organization",
+                        verbose_name="organization",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'audit event',
-                'verbose_name_plural': 'audit events',
-                'ordering': ['organization_id', '-seq'],
-                'default_permissions': (),
+                "verbose_name": "audit event",
+                "verbose_name_plural": "audit events",
+                "ordering": ["organization_id", "-seq"],
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='Invitation',
+            name="Invitation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('email', models.EmailField(max_length=254, verbose_name='email address')),
-                ('role', models.CharField(choices=[('ADMIN', 'Admin'), ('MANAGER', 'Manager'), ('OPERATOR', 'Operator'), ('VIEWER', 'Viewer')], default='VIEWER', max_length=20, verbose_name='role')),
-                ('token_hash', models.CharField(editable=False, max_length=64, unique=True, verbose_name='token hash')),
-                ('status', models.CharField(choices=[('PENDING', 'Pending'), ('ACCEPTED', 'Accepted'), ('REVOKED', 'Revoked'), ('EXPIRED', 'Expired')], default='PENDING', max_length=20, verbose_name='status')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='created')),
-                ('expires_at', models.DateTimeField(verbose_name='expires')),
-                ('sent_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='last sent')),
-                ('send_count', models.PositiveIntegerField(default=1, verbose_name='times sent')),
-                ('decided_at', models.DateTimeField(blank=True, null=True, verbose_name='accepted or revoked')),
-                ('accepted_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='accepted by')),
-                ('invited_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='invited by')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='invitations', to='orgs.organization', verbose_name='organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("email", models.EmailField(max_length=254, verbose_name="email address")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("ADMIN", "Admin"),
+                            ("MANAGER", "Manager"),
+                            ("OPERATOR", "Operator"),
+                            ("VIEWER", "Viewer"),
+                        ],
+                        default="VIEWER",
+                        max_length=20,
+                        verbose_name="role",
+                    ),
+                ),
+                (
+                    "token_hash",
+                    models.CharField(
+                        editable=False, max_length=64, unique=True, verbose_name="token hash"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("ACCEPTED", "Accepted"),
+                            ("REVOKED", "Revoked"),
+                            ("EXPIRED", "Expired"),
+                        ],
+                        default="PENDING",
+                        max_length=20,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="created"),
+                ),
+                ("expires_at", models.DateTimeField(verbose_name="expires")),
+                (
+                    "sent_at",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, verbose_name="last sent"
+                    ),
+                ),
+                ("send_count", models.PositiveIntegerField(default=1, verbose_name="times sent")),
+                (
+                    "decided_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="accepted or revoked"),
+                ),
+                (
+                    "accepted_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="accepted by",
+                    ),
+                ),
+                (
+                    "invited_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="invited by",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="invitations",
+                        to="orgs.organization",
+                        verbose_name="organization",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'invitation',
-                'verbose_name_plural': 'invitations',
-                'ordering': ['organization_id', '-created_at'],
-                'default_permissions': (),
+                "verbose_name": "invitation",
+                "verbose_name_plural": "invitations",
+                "ordering": ["organization_id", "-created_at"],
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='OrganizationTeamGrant',
+            name="OrganizationTeamGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('content_object', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='orgs.organization', verbose_name='organization')),
-                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='auth.group')),
-                ('permission', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='auth.permission')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "content_object",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="orgs.organization",
+                        verbose_name="organization",
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to="auth.group"),
+                ),
+                (
+                    "permission",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="auth.permission"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'organization grant to a team',
-                'verbose_name_plural': 'organization grants to teams',
-                'abstract': False,
+                "verbose_name": "organization grant to a team",
+                "verbose_name_plural": "organization grants to teams",
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='OrganizationUserGrant',
+            name="OrganizationUserGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('content_object', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='orgs.organization', verbose_name='organization')),
-                ('permission', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='auth.permission')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "content_object",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="orgs.organization",
+                        verbose_name="organization",
+                    ),
+                ),
+                (
+                    "permission",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="auth.permission"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'organization grant to a user',
-                'verbose_name_plural': 'organization grants to users',
-                'abstract': False,
+                "verbose_name": "organization grant to a user",
+                "verbose_name_plural": "organization grants to users",
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='Team',
+            name="Team",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, verbose_name='name')),
-                ('description', models.TextField(blank=True, verbose_name='description')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created')),
-                ('group', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='team', to='auth.group', verbose_name='permission group')),
-                ('members', models.ManyToManyField(blank=True, related_name='teams', to='orgs.membership', verbose_name='members')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='teams', to='orgs.organization', verbose_name='organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, verbose_name="name")),
+                ("description", models.TextField(blank=True, verbose_name="description")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created")),
+                (
+                    "group",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="team",
+                        to="auth.group",
+                        verbose_name="permission group",
+                    ),
+                ),
+                (
+                    "members",
+                    models.ManyToManyField(
+                        blank=True,
+                        related_name="teams",
+                        to="orgs.membership",
+                        verbose_name="members",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="teams",
+                        to="orgs.organization",
+                        verbose_name="organization",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'team',
-                'verbose_name_plural': 'teams',
-                'ordering': ['organization_id', 'name'],
-                'permissions': [('view_team', 'Can view team'), ('operate_team', 'Can operate team'), ('change_team', 'Can change team'), ('approve_team', 'Can approve team'), ('manage_team', 'Can manage team'), ('reveal_team', 'Can reveal team')],
-                'default_permissions': (),
+                "verbose_name": "team",
+                "verbose_name_plural": "teams",
+                "ordering": ["organization_id", "name"],
+                "permissions": [
+                    ("view_team", "Can view team"),
+                    ("operate_team", "Can operate team"),
+                    ("change_team", "Can change team"),
+                    ("approve_team", "Can approve team"),
+                    ("manage_team", "Can manage team"),
+                    ("reveal_team", "Can reveal team"),
+                ],
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='TeamTeamGrant',
+            name="TeamTeamGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('content_object', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='orgs.team', verbose_name='team')),
-                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='auth.group')),
-                ('permission', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='auth.permission')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "content_object",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="orgs.team",
+                        verbose_name="team",
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to="auth.group"),
+                ),
+                (
+                    "permission",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="auth.permission"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'team grant to a team',
-                'verbose_name_plural': 'team grants to teams',
-                'abstract': False,
+                "verbose_name": "team grant to a team",
+                "verbose_name_plural": "team grants to teams",
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='TeamUserGrant',
+            name="TeamUserGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('content_object', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='orgs.team', verbose_name='team')),
-                ('permission', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='auth.permission')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "content_object",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="orgs.team",
+                        verbose_name="team",
+                    ),
+                ),
+                (
+                    "permission",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="auth.permission"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'team grant to a user',
-                'verbose_name_plural': 'team grants to users',
-                'abstract': False,
+                "verbose_name": "team grant to a user",
+                "verbose_name_plural": "team grants to users",
+                "abstract": False,
             },
         ),
         migrations.AddIndex(
-            model_name='apikey',
-            index=models.Index(fields=['organization', '-created_at'], name='orgs_apikey_org_idx'),
+            model_name="apikey",
+            index=models.Index(fields=["organization", "-created_at"], name="orgs_apikey_org_idx"),
         ),
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['organization', '-seq'], name='orgs_audit_org_seq_idx'),
+            model_name="auditevent",
+            index=models.Index(fields=["organization", "-seq"], name="orgs_audit_org_seq_idx"),
         ),
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['organization', 'action', '-seq'], name='orgs_audit_action_idx'),
+            model_name="auditevent",
+            index=models.Index(
+                fields=["organization", "action", "-seq"], name="orgs_audit_action_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='auditevent',
-            index=models.Index(fields=['organization', '-created_at'], name='orgs_audit_time_idx'),
+            model_name="auditevent",
+            index=models.Index(fields=["organization", "-created_at"], name="orgs_audit_time_idx"),
         ),
         migrations.AddConstraint(
-            model_name='auditevent',
-            constraint=models.UniqueConstraint(fields=('organization', 'seq'), name='orgs_auditevent_unique_seq', violation_error_message='This sequence number is already used.'),
+            model_name="auditevent",
+            constraint=models.UniqueConstraint(
+                fields=("organization", "seq"),
+                name="orgs_auditevent_unique_seq",
+                violation_error_message="This sequence number is already used.",
+            ),
         ),
         migrations.AddIndex(
-            model_name='invitation',
-            index=models.Index(fields=['organization', '-created_at'], name='orgs_invitation_org_idx'),
+            model_name="invitation",
+            index=models.Index(
+                fields=["organization", "-created_at"], name="orgs_invitation_org_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invitation',
-            constraint=models.UniqueConstraint(django.db.models.functions.text.Lower('email'), models.F('organization'), condition=models.Q(('status', 'PENDING')), name='orgs_invitation_one_pending', violation_error_message='This address already has a pending invitation.'),
+            model_name="invitation",
+            constraint=models.UniqueConstraint(
+                django.db.models.functions.text.Lower("email"),
+                models.F("organization"),
+                condition=models.Q(("status", "PENDING")),
+                name="orgs_invitation_one_pending",
+                violation_error_message="This address already has a pending invitation.",
+            ),
         ),
         migrations.AlterUniqueTogether(
-            name='organizationteamgrant',
-            unique_together={('group', 'permission', 'content_object')},
+            name="organizationteamgrant",
+            unique_together={("group", "permission", "content_object")},
         ),
         migrations.AlterUniqueTogether(
-            name='organizationusergrant',
-            unique_together={('user', 'permission', 'content_object')},
+            name="organizationusergrant",
+            unique_together={("user", "permission", "content_object")},
         ),
         migrations.AddIndex(
-            model_name='team',
-            index=models.Index(fields=['organization', 'name'], name='orgs_team_org_name_idx'),
+            model_name="team",
+            index=models.Index(fields=["organization", "name"], name="orgs_team_org_name_idx"),
         ),
         migrations.AddConstraint(
-            model_name='team',
-            constraint=models.UniqueConstraint(django.db.models.functions.text.Lower('name'), models.F('organization'), name='orgs_team_unique_name', violation_error_message='A team with this name already exists.'),
+            model_name="team",
+            constraint=models.UniqueConstraint(
+                django.db.models.functions.text.Lower("name"),
+                models.F("organization"),
+                name="orgs_team_unique_name",
+                violation_error_message="A team with this name already exists.",
+            ),
         ),
         migrations.AlterUniqueTogether(
-            name='teamteamgrant',
-            unique_together={('group', 'permission', 'content_object')},
+            name="teamteamgrant",
+            unique_together={("group", "permission", "content_object")},
         ),
         migrations.AlterUniqueTogether(
-            name='teamusergrant',
-            unique_together={('user', 'permission', 'content_object')},
+            name="teamusergrant",
+            unique_together={("user", "permission", "content_object")},
         ),
     ]
