@@ -19,7 +19,8 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.views.generic import FormView, ListView, View
+from django.urls import reverse
+from django.views.generic import FormView, ListView, TemplateView, View
 from django.views.generic.detail import SingleObjectMixin
 
 from argus.errors import ServiceError
@@ -191,3 +192,54 @@ class ObjectActionView(OrgViewMixin, SingleObjectMixin, View):
 
     def get_success_url(self):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+
+class ObjectGrantsView(OrgViewMixin, SingleObjectMixin, TemplateView):
+    """The "Access" page of an object that carries per-object grants: who holds which
+    action on it beyond their role, and (for ``manage`` holders) a form to grant or
+    revoke. Subclasses declare ``queryset`` (or override ``get_object``) and
+    ``back_url_name`` / ``back_label`` for the breadcrumb."""
+
+    template_name = "generic/grants.html"
+    back_url_name = None
+    back_label = ""
+
+    def get(self, request, *args, **kwargs):
+        self.object = self.get_object()
+        return self.render_to_response(self.get_context_data())
+
+    def post(self, request, *args, **kwargs):
+        from orgs import services
+        from orgs.forms import GrantForm
+
+        self.object = self.get_object()
+        form = GrantForm(request.POST, principal=self.principal)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form), status=400)
+        revoking = "revoke" in request.POST
+        try:
+            if revoking:
+                services.revoke_grant(
+                    self.principal, form.cleaned_data["action"], self.object, **form.holder_kwargs()
+                )
+            else:
+                services.grant(
+                    self.principal, form.cleaned_data["action"], self.object, **form.holder_kwargs()
+                )
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+            return self.render_to_response(self.get_context_data(form=form), status=exc.status)
+        messages.success(request, "Grant removed." if revoking else "Grant added.")
+        return self.redirect(request.path)
+
+    def get_context_data(self, **kwargs):
+        from orgs import services
+        from orgs.forms import GrantForm
+
+        context = super().get_context_data(**kwargs)
+        context["grants"] = services.grants_on(self.object)
+        context["can_grant"] = can(self.principal, Action.MANAGE, self.principal.organization)
+        context.setdefault("form", GrantForm(principal=self.principal))
+        context["back_url"] = reverse(self.back_url_name) if self.back_url_name else None
+        context["back_label"] = self.back_label
+        return context

@@ -3,7 +3,8 @@
 from django import forms
 
 from orgs.choices import Role, Scope
-from orgs.models import Membership, Organization
+from orgs.models import Membership, Organization, Team
+from orgs.permissions import Action
 
 
 class OrganizationSettingsForm(forms.ModelForm):
@@ -98,3 +99,34 @@ class ProfileForm(forms.Form):
 
 class SwitchOrganizationForm(forms.Form):
     organization = forms.IntegerField(widget=forms.HiddenInput)
+
+
+class GrantForm(forms.Form):
+    """A per-object grant: an action, to a member or a team of the organization."""
+
+    action = forms.ChoiceField(choices=Action.choices)
+    holder = forms.ChoiceField(label="To", help_text="A member, or every member of a team.")
+
+    def __init__(self, *args, principal, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.members = {
+            f"user:{membership.user_id}": membership.user
+            for membership in Membership.objects.for_user(principal, Action.VIEW)
+            .select_related("user")
+            .order_by("user__email")
+        }
+        self.teams = {
+            f"team:{team.pk}": team
+            for team in Team.objects.for_user(principal, Action.VIEW).order_by("name")
+        }
+        self.fields["holder"].choices = [
+            ("Members", [(key, user.email) for key, user in self.members.items()]),
+            ("Teams", [(key, team.name) for key, team in self.teams.items()]),
+        ]
+
+    def holder_kwargs(self) -> dict:
+        """``{"user": …}`` or ``{"team": …}`` for the services."""
+        key = self.cleaned_data["holder"]
+        if key in self.members:
+            return {"user": self.members[key]}
+        return {"team": self.teams[key]}

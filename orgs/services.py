@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from orgs.permissions import (
     can,
     can_create,
     carries_grants,
+    grant_models,
     mapped_action,
 )
 
@@ -756,31 +758,80 @@ def _grant_codename(obj, action: str) -> str:
     return f"{mapped_action(type(obj), action)}_{obj._meta.model_name}"
 
 
-def grant(principal: Principal, action: str, obj, *, user=None, team=None) -> None:
-    """Grant ``action`` on ``obj`` to a member or a team (needs ``manage``)."""
+@dataclass(frozen=True)
+class Grant:
+    """One per-object grant: an action on an object, held by a member or a team."""
+
+    action: str
+    user: User | None
+    team: Team | None
+
+    @property
+    def holder_label(self) -> str:
+        return self.user.email if self.user is not None else f"team {self.team.name}"
+
+
+def grants_on(obj) -> list[Grant]:
+    """Every grant on ``obj``, users first, then teams, each by action."""
+    tables = grant_models(type(obj))
+    if tables is None:
+        return []
+    user_grants, team_grants = tables
+    found = [
+        Grant(row.permission.codename.split("_", 1)[0], row.user, None)
+        for row in user_grants.objects.filter(content_object=obj)
+        .select_related("user", "permission")
+        .order_by("user__email", "permission__codename")
+    ]
+    found += [
+        Grant(row.permission.codename.split("_", 1)[0], None, row.group.team)
+        for row in team_grants.objects.filter(content_object=obj)
+        .select_related("group__team", "permission")
+        .order_by("group__team__name", "permission__codename")
+    ]
+    return found
+
+
+def _check_granting(principal: Principal, obj, verb: str) -> None:
     require(principal, Action.MANAGE, principal.organization)
-    require_session(principal, "Granting permissions")
+    require_session(principal, verb)
     if not can(principal, Action.VIEW, obj):
         raise PermissionDenied("That object is not in this organization.")
+
+
+def grant(principal: Principal, action: str, obj, *, user=None, team=None) -> Grant:
+    """Grant ``action`` on ``obj`` to a member or a team (needs ``manage``; console only).
+
+    Raises ``ServiceError`` for an unknown action, a model without grants or a holder
+    outside the organization, ``Conflict`` when the holder already has it.
+    """
+    _check_granting(principal, obj, "Granting permissions")
     codename = _grant_codename(obj, action)
     holder, label = _grant_holder(principal, user, team)
+    action = codename.split("_", 1)[0]
     with transaction.atomic():
+        if Grant(action, user, team) in grants_on(obj):
+            raise Conflict(f"{label} may already {action} this {obj._meta.verbose_name}.")
         assign_perm(codename, holder, obj)
         audit.record(
             principal, "grant.create", obj, changes={"grant": [None, f"{action} → {label}"]}
         )
         _notify_holder(user, team)
+    return Grant(action, user, team)
 
 
 def revoke_grant(principal: Principal, action: str, obj, *, user=None, team=None) -> None:
-    """Withdraw a grant made with :func:`grant` (needs ``manage``)."""
-    require(principal, Action.MANAGE, principal.organization)
-    require_session(principal, "Revoking permissions")
-    if not can(principal, Action.VIEW, obj):
-        raise PermissionDenied("That object is not in this organization.")
+    """Withdraw a grant made with :func:`grant` (needs ``manage``; console only).
+
+    Raises ``Conflict`` when there is no such grant.
+    """
+    _check_granting(principal, obj, "Revoking permissions")
     codename = _grant_codename(obj, action)
     holder, label = _grant_holder(principal, user, team)
+    action = codename.split("_", 1)[0]
     with transaction.atomic():
+        if Grant(action, user, team) not in grants_on(obj):
+            raise Conflict(f"{label} has no grant to {action} this {obj._meta.verbose_name}.")
         remove_perm(codename, holder, obj)
         audit.record(
             principal, "grant.delete", obj, changes={"grant": [f"{action} → {label}", None]}

@@ -6,6 +6,7 @@ app_name = "orgs"
 
 urlpatterns = [
     path("settings/", views.OrganizationSettingsView.as_view(), name="settings"),
+    path("settings/access/", views.OrganizationAccessView.as_view(), name="organization_access"),
     path("settings/members/", views.MemberListView.as_view(), name="member_list"),
     path("settings/members/<int:pk>/role/", views.MemberRoleView.as_view(), name="member_role"),
     path(
@@ -30,6 +31,7 @@ urlpatterns = [
     path("settings/teams/", views.TeamListView.as_view(), name="team_list"),
     path("settings/teams/new/", views.TeamCreateView.as_view(), name="team_create"),
     path("settings/teams/<int:pk>/", views.TeamEditView.as_view(), name="team_edit"),
+    path("settings/teams/<int:pk>/access/", views.TeamAccessView.as_view(), name="team_access"),
     path("settings/teams/<int:pk>/delete/", views.TeamDeleteView.as_view(), name="team_delete"),
     path("settings/api-keys/", views.ApiKeyListView.as_view(), name="apikey_list"),
     path("settings/api-keys/new/", views.ApiKeyCreateView.as_view(), name="apikey_create"),

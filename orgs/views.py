@@ -20,6 +20,7 @@ from argus.errors import ServiceError
 from argus.generic import (
     ObjectActionView,
     ObjectFormView,
+    ObjectGrantsView,
     ObjectListView,
     OrgViewMixin,
     ServiceFormView,
@@ -66,6 +67,16 @@ class OrganizationSettingsView(ServiceFormView):
             form.instance,
             **{name: form.cleaned_data[name] for name in services.ORGANIZATION_SETTINGS},
         )
+
+
+class OrganizationAccessView(ObjectGrantsView):
+    """Settings → Organization → Access: grants on the organization apply to all in it."""
+
+    back_url_name = "orgs:settings"
+    back_label = "Organization"
+
+    def get_object(self, queryset=None):
+        return self.principal.organization
 
 
 class SwitchOrganizationView(LoginRequiredMixin, View):
@@ -308,6 +319,14 @@ class TeamEditView(ObjectFormView):
             members=[member.pk for member in form.cleaned_data["members"]],
         )
         messages.success(self.request, f"Team {self.object.name} saved.")
+
+
+class TeamAccessView(ObjectGrantsView):
+    """Who may manage one team beyond the admins (a team lead, say)."""
+
+    queryset = Team.objects.all()
+    back_url_name = "orgs:team_list"
+    back_label = "Teams"
 
 
 class TeamDeleteView(ObjectActionView):

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from django.test import Client
 
 from orgs import services
 from orgs.models import ApiKey, AuditEvent, Invitation, Membership, Team
@@ -247,3 +248,51 @@ def test_profile(client, personas):
     assert AuditEvent.objects.filter(
         action="account.profile_update", organization=personas.org_a
     ).exists()
+
+
+def test_access_pages_grant_and_revoke(personas):
+    as_admin, client = Client(), Client()
+    as_admin.force_login(personas.admin)
+    page = as_admin.get("/settings/access/").content.decode()
+    assert "No grants" in page and personas.outsider.email not in page
+    added = as_admin.post(
+        "/settings/access/", {"action": "manage", "holder": f"user:{personas.manager.pk}"}
+    )
+    assert added.status_code == 302
+    client.force_login(personas.manager)
+    assert client.get("/settings/audit/").status_code == 200  # manage granted
+    again = as_admin.post(
+        "/settings/access/", {"action": "manage", "holder": f"user:{personas.manager.pk}"}
+    )
+    assert again.status_code == 409
+    assert "may already manage" in again.content.decode()
+    foreign = as_admin.post(
+        "/settings/access/", {"action": "view", "holder": f"user:{personas.outsider.pk}"}
+    )
+    assert foreign.status_code == 400  # not a choice: choices are narrowed to members
+    as_admin.post(
+        "/settings/access/",
+        {"action": "manage", "holder": f"user:{personas.manager.pk}", "revoke": "1"},
+    )
+    assert client.get("/settings/audit/").status_code == 403
+    assert [event.action for event in AuditEvent.objects.filter(action__startswith="grant.")] == [
+        "grant.delete",
+        "grant.create",
+    ]
+
+    team = personas.team_a
+    as_admin.post(
+        f"/settings/teams/{team.pk}/access/",
+        {"action": "change", "holder": f"user:{personas.operator.pk}"},
+    )
+    client.force_login(personas.operator)
+    assert (
+        "Grant an action" not in client.get(f"/settings/teams/{team.pk}/access/").content.decode()
+    )
+    assert client.post(f"/settings/teams/{team.pk}/", {"name": "Readers+"}).status_code == 302
+    assert Team.objects.get(pk=team.pk).name == "Readers+"
+    refused = client.post(
+        "/settings/access/", {"action": "manage", "holder": f"user:{personas.operator.pk}"}
+    )
+    assert refused.status_code == 403
+    assert as_admin.get(f"/settings/teams/{personas.team_b.pk}/access/").status_code == 404
