@@ -8,20 +8,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "argus.settings")
 django_asgi_app = get_asgi_application()
 
 # Imported once Django is set up: the consumers use the ORM.
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from argus.consumers import EventConsumer  # noqa: E402
+from argus.socket_auth import ApiKeyOrSessionAuth  # noqa: E402
 
 websocket_urlpatterns = [path("ws/", EventConsumer.as_asgi())]
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        # An API key, or the session cookie behind an origin check.
+        "websocket": ApiKeyOrSessionAuth(URLRouter(websocket_urlpatterns)),
     }
 )

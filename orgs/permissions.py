@@ -189,6 +189,21 @@ class Principal:
         return self.organization.pk in self.granted(Organization, action)
 
 
+def scope_principal(scope: dict) -> Principal | None:
+    """The principal of a websocket connection: its API key, or its user in the
+    organization chosen in its session; ``None`` for anyone else."""
+    from orgs.services import current_organization
+
+    key = scope.get("api_key")
+    if key is not None:
+        return Principal.for_api_key(key, channel="api")
+    user = scope.get("user")
+    organization = current_organization(user, scope.get("session"))
+    if organization is None:
+        return None
+    return Principal.member(user, organization)
+
+
 def mapped_action(model: type[models.Model], action: str) -> str:
     """The action an operation on ``model`` really needs (``permission_map``)."""
     return getattr(model, "permission_map", {}).get(action, action)

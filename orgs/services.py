@@ -937,6 +937,7 @@ def revoke_api_key(principal: Principal, key: ApiKey) -> ApiKey:
             raise Conflict("This key is already revoked.")
         key.refresh_from_db()
         audit.record(principal, "apikey.revoke", key)
+        events.access_changed(key.created_by_id)  # its open sockets must go
     return key
 
 
@@ -976,6 +977,8 @@ def rotate_api_key(principal: Principal, key: ApiKey, *, grace: timedelta = time
             current,
             changes={"grace_seconds": [None, int(grace.total_seconds())]},
         )
+        if grace == timedelta(0):
+            events.access_changed(current.created_by_id)  # sockets of the old secret
     return current, secret
 
 

@@ -123,3 +123,40 @@ def test_unauthenticated_socket_is_refused(tmp_path):
             assert refused.value.response.status_code == 403
 
         asyncio.run(scenario())
+
+
+def test_api_key_socket_needs_no_origin_and_closes_when_revoked(member, organization, tmp_path):
+    from orgs import services
+    from orgs.permissions import Principal
+
+    principal = Principal.member(member, organization)
+    key, secret = services.create_api_key(principal, "socket", scopes=["read"])
+    port = processes.free_port()
+    with processes.web(port, processes.child_env(), tmp_path / "web.log"):
+
+        async def scenario():
+            url = f"ws://127.0.0.1:{port}/ws/"
+            for bad in ("argus_sk_wrong", "not-a-key"):
+                with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                    await websockets.connect(url, additional_headers={"X-API-Key": bad})
+                assert refused.value.response.status_code == 403
+            socket = await websockets.connect(
+                url, additional_headers={"Authorization": f"Bearer {secret}"}
+            )
+            await socket.send(json.dumps({"subscribe": "org", "after": None}))
+            ack = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            assert ack["subscribed"] == "org", ack
+            await asyncio.to_thread(
+                events.send_event, events.Stream(organization.pk, "org"), "probe.key", {}
+            )
+            [event] = await _receive(socket, 1)
+            assert event["type"] == "probe.key"
+            await asyncio.to_thread(services.revoke_api_key, principal, key)
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await _receive(socket, 1)
+            assert closed.value.rcvd.code == 4403
+            with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+                await websockets.connect(url, additional_headers={"X-API-Key": secret})
+            assert refused.value.response.status_code == 403
+
+        asyncio.run(scenario())
