@@ -75,6 +75,7 @@ register(
         api="/api/v1/members/",
         update_payload=lambda personas, obj: {"role": "OPERATOR"},
         api_delete=True,
+        console_urls=[("orgs:member_role", "post"), ("orgs:member_remove", "post")],
     )
 )
 register(
@@ -87,6 +88,7 @@ register(
             "email": f"api{next(_serial)}@example.test",
             "role": "VIEWER",
         },
+        console_urls=[("orgs:invitation_resend", "post"), ("orgs:invitation_revoke", "post")],
     )
 )
 register(
@@ -98,6 +100,13 @@ register(
         create_payload=lambda personas: {"name": f"API team {next(_serial)}"},
         update_payload=lambda personas, obj: {"name": f"{obj.name} renamed"},
         api_delete=True,
+        console_urls=[
+            ("orgs:team_edit", "get"),
+            ("orgs:team_edit", "post"),
+            ("orgs:team_access", "get"),
+            ("orgs:team_access", "post"),
+            ("orgs:team_delete", "post"),
+        ],
     )
 )
 register(
@@ -110,6 +119,11 @@ register(
         create_payload=lambda personas: {"name": f"script {next(_serial)}", "scopes": ["read"]},
         create_rights=ALL_ROLES,
         session_only=True,
+        console_urls=[
+            ("orgs:apikey_rotate", "get"),
+            ("orgs:apikey_rotate", "post"),
+            ("orgs:apikey_revoke", "post"),
+        ],
     )
 )
 register(

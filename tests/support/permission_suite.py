@@ -43,6 +43,8 @@ class PermissionSuite:
     create_rights: frozenset[str] | None = None
     # endpoints refuse API keys entirely (key management)
     session_only: bool = False
+    # console pages about one object: (URL name taking ``pk``, HTTP method)
+    console_urls: list[tuple[str, str]] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def allowed(self, role: str, action: str) -> bool:
