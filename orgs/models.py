@@ -49,6 +49,15 @@ class User(AbstractBaseUser, PermissionsMixin):
     )
     is_active = models.BooleanField("active", default=True)
     date_joined = models.DateTimeField("joined", default=timezone.now)
+    last_organization = models.ForeignKey(
+        "Organization",
+        verbose_name="last organization",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Where the console opens when a new session has not chosen one.",
+    )
 
     objects = UserManager()
 

@@ -256,8 +256,9 @@ def _clean_redaction_keys(keys) -> list[str]:
 
 
 def current_organization(user, session) -> Organization | None:
-    """The organization the user works in: the one chosen in this session if the user is
-    still a member, else their first; ``None`` for a user with no membership.
+    """The organization the user works in: the one chosen in this session, else the one
+    they last switched to, if they are still a member; else their first; ``None`` for a
+    user with no membership.
 
     The organization carries the user's role in it as ``member_role``.
     """
@@ -265,10 +266,11 @@ def current_organization(user, session) -> Organization | None:
         return None
     memberships = organizations_of(user)
     chosen = session.get(SESSION_ORGANIZATION_KEY) if session is not None else None
-    if chosen is not None:
-        organization = memberships.filter(pk=chosen).first()
-        if organization is not None:
-            return organization
+    for candidate in (chosen, user.last_organization_id):
+        if candidate is not None:
+            organization = memberships.filter(pk=candidate).first()
+            if organization is not None:
+                return organization
     return memberships.order_by("name", "id").first()
 
 
@@ -281,7 +283,8 @@ def organizations_of(user):
 
 
 def switch_organization(user: User, session, organization_id) -> Organization:
-    """Make ``organization_id`` the session's current organization.
+    """Make ``organization_id`` the current organization of this session, and the one
+    the user's next sessions open in.
 
     Raises ``ServiceError`` when the user is not a member (the same message whether
     or not the organization exists).
@@ -290,6 +293,9 @@ def switch_organization(user: User, session, organization_id) -> Organization:
     if organization is None:
         raise ServiceError("You are not a member of that organization.", field="organization")
     session[SESSION_ORGANIZATION_KEY] = organization.pk
+    if user.last_organization_id != organization.pk:
+        User.objects.filter(pk=user.pk).update(last_organization=organization)
+        user.last_organization = organization
     return organization
 
 

@@ -125,6 +125,11 @@ def test_switch_organization_only_to_own(personas, outsider):
     current = services.current_organization(personas.admin, session)
     assert current == personas.org_b
     assert current.member_role == Role.VIEWER
+    # A new session opens where the user last was, while they are still a member there.
+    personas.admin.refresh_from_db()
+    assert services.current_organization(personas.admin, {}) == personas.org_b
+    Membership.objects.filter(user=personas.admin, organization=personas.org_b).delete()
+    assert services.current_organization(personas.admin, {}) == personas.org_a
 
 
 # --- members ---------------------------------------------------------------------------------
