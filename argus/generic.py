@@ -17,6 +17,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -121,11 +122,15 @@ class ServiceFormView(OrgViewMixin, FormView):
 
     A :class:`ServiceError` becomes a form error (on its field when named); a
     permission refusal is a 403. On success, ``perform`` returns a response or
-    ``None`` to redirect to ``get_success_url()`` with ``success_message``.
+    ``None`` to redirect to ``get_success_url()`` with ``success_message``. The
+    write runs in one transaction and is re-checked: the object it wrote
+    (``self.written``, or the object of an :class:`ObjectFormView`) must still be
+    visible to the user, or everything is rolled back with a 403.
     """
 
     success_message = ""
     object = None
+    written = None
 
     def get_form(self, form_class=None):
         form = super().get_form(form_class)
@@ -134,7 +139,9 @@ class ServiceFormView(OrgViewMixin, FormView):
 
     def form_valid(self, form):
         try:
-            response = self.perform(form)
+            with transaction.atomic():
+                response = self.perform(form)
+                self.check_still_visible(self.written or self.object)
         except ServiceError as exc:
             if exc.field and exc.field in form.fields:
                 form.add_error(exc.field, exc.message)
@@ -149,6 +156,16 @@ class ServiceFormView(OrgViewMixin, FormView):
 
     def perform(self, form):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+    def check_still_visible(self, obj) -> None:
+        """Raise ``PermissionDenied`` if ``obj`` still exists but the user may no longer see it."""
+        if obj is None or obj.pk is None:
+            return
+        model = type(obj)
+        if not model._base_manager.filter(pk=obj.pk).exists():
+            return
+        if not model.objects.for_user(self.principal, Action.VIEW).filter(pk=obj.pk).exists():
+            raise PermissionDenied("The result would be outside what you may see.")
 
 
 class ObjectFormView(ServiceFormView, SingleObjectMixin):

@@ -62,7 +62,7 @@ class OrganizationSettingsView(ServiceFormView):
         return super().post(request, *args, **kwargs)
 
     def perform(self, form):
-        services.update_organization(
+        self.written = services.update_organization(
             self.principal,
             form.instance,
             **{name: form.cleaned_data[name] for name in services.ORGANIZATION_SETTINGS},
@@ -191,6 +191,7 @@ class InvitationCreateView(ServiceFormView):
         invitation, token = services.invite(
             self.principal, form.cleaned_data["email"], form.cleaned_data["role"]
         )
+        self.written = invitation
         return render(
             self.request,
             "orgs/invitation_sent.html",
@@ -287,13 +288,13 @@ class TeamCreateView(ServiceFormView):
     success_url = reverse_lazy("orgs:team_list")
 
     def perform(self, form):
-        team = services.create_team(
+        self.written = services.create_team(
             self.principal,
             form.cleaned_data["name"],
             description=form.cleaned_data["description"],
             members=[member.pk for member in form.cleaned_data["members"]],
         )
-        messages.success(self.request, f"Team {team.name} created.")
+        messages.success(self.request, f"Team {self.written.name} created.")
 
 
 class TeamEditView(ObjectFormView):
@@ -367,6 +368,7 @@ class ApiKeyCreateView(ServiceFormView):
             role=data["role"],
             expires_at=data["expires_at"],
         )
+        self.written = key
         return render(self.request, "orgs/apikey_secret.html", {"key": key, "secret": secret})
 
 
