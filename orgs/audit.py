@@ -43,6 +43,10 @@ HASHED_FIELDS = (
 )
 
 
+# What an export carries: enough to recompute every hash away from Argus.
+EXPORT_FIELDS = (*HASHED_FIELDS, "hash")
+
+
 def chain_key(organization_id: int | None) -> str:
     return f"org:{organization_id}" if organization_id is not None else INSTALLATION_CHAIN
 

@@ -157,9 +157,6 @@ def create_organization(
             organization = Organization.objects.create(
                 name=name, slug=slug, plan=plan, four_eyes_approval=four_eyes_approval
             )
-            membership = Membership.objects.create(
-                user=owner, organization=organization, role=Role.ADMIN
-            )
             principal = Principal.system(organization, channel=channel)
             audit.record(
                 principal,
@@ -167,13 +164,7 @@ def create_organization(
                 organization,
                 changes={"name": [None, name], "slug": [None, slug], "plan": [None, plan]},
             )
-            audit.record(
-                principal,
-                "member.add",
-                membership,
-                target_label=owner.email,
-                changes={"role": [None, Role.ADMIN]},
-            )
+            _join(principal, organization, owner, Role.ADMIN)
     except IntegrityError:  # created by someone else between the check and the insert
         raise taken from None
     return organization
@@ -323,26 +314,36 @@ def _seats_taken(organization: Organization) -> int:
     return organization.memberships.count() + pending
 
 
-def add_member(principal: Principal, user: User, role: str, *, action="member.add") -> Membership:
-    """Make ``user`` a member with ``role`` (``manage``); used by invitations and commands.
+def add_member(principal: Principal, user: User, role: str) -> Membership:
+    """Make ``user`` a member with ``role`` (``manage``); used by commands and the admin.
 
     Raises ``Conflict`` when already a member, ``LimitExceeded`` at the plan's limit.
     """
     require_create(principal, Membership)
-    organization = principal.organization
     _check_role(principal, role)
     with transaction.atomic():
-        Organization.objects.select_for_update().filter(pk=organization.pk).first()
-        if Membership.objects.filter(organization=organization, user=user).exists():
-            raise Conflict(f"{user.email} is already a member of {organization}.")
-        enforce_limit(organization, Limit.MEMBERS, used=_seats_taken(organization))
-        membership = Membership.objects.create(organization=organization, user=user, role=role)
-        audit.record(
-            principal, action, membership, target_label=user.email, changes={"role": [None, role]}
-        )
-        events.publish(
-            "org", "member.added", {"user": user.pk, "role": role}, organization=organization
-        )
+        _lock_organization(principal.organization)
+        return _join(principal, principal.organization, user, role)
+
+
+def _lock_organization(organization: Organization) -> None:
+    """Serialize seat counting: members and invitations of one organization."""
+    Organization.objects.select_for_update().filter(pk=organization.pk).first()
+
+
+def _join(principal: Principal, organization: Organization, user: User, role: str) -> Membership:
+    """The membership itself, inside the caller's transaction (holding the organization's
+    lock): the seat check, the row, its audit event and its realtime event."""
+    if Membership.objects.filter(organization=organization, user=user).exists():
+        raise Conflict(f"{user.email} is already a member of {organization}.")
+    enforce_limit(organization, Limit.MEMBERS, used=_seats_taken(organization))
+    membership = Membership.objects.create(organization=organization, user=user, role=role)
+    audit.record(
+        principal, "member.add", membership, target_label=user.email, changes={"role": [None, role]}
+    )
+    events.publish(
+        "org", "member.added", {"user": user.pk, "role": role}, organization=organization
+    )
     return membership
 
 
@@ -466,7 +467,7 @@ def invite(principal: Principal, email: str, role: str) -> tuple[Invitation, str
     _check_role(principal, role)
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
-        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        _lock_organization(organization)
         if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
             raise Conflict(f"{email} is already a member of {organization}.", field="email")
         _expire_lapsed_invitations(organization, email)
@@ -584,33 +585,15 @@ def accept_invitation(token: str, user: User, *, ip=None, user_agent="") -> Memb
         user_agent=user_agent,
     )
     with transaction.atomic():
+        _lock_organization(organization)
         used = Invitation.objects.filter(
             pk=invitation.pk, status=InvitationStatus.PENDING, expires_at__gt=timezone.now()
         ).update(status=InvitationStatus.ACCEPTED, decided_at=timezone.now(), accepted_by=user)
         if used != 1:
             raise InvitationError("This invitation has already been used.")
         audit.record(principal, "invitation.accept", invitation)
-        if Membership.objects.filter(organization=organization, user=user).exists():
-            raise Conflict(f"You are already a member of {organization}.")
-        # Its seat was reserved while it was pending; it is now taken by the member.
-        enforce_limit(organization, Limit.MEMBERS, used=_seats_taken(organization))
-        membership = Membership.objects.create(
-            organization=organization, user=user, role=invitation.role
-        )
-        audit.record(
-            principal,
-            "member.add",
-            membership,
-            target_label=user.email,
-            changes={"role": [None, invitation.role]},
-        )
-        events.publish(
-            "org",
-            "member.added",
-            {"user": user.pk, "role": invitation.role},
-            organization=organization,
-        )
-    return membership
+        # Its seat was reserved while it was pending; the member now takes it.
+        return _join(principal, organization, user, invitation.role)
 
 
 def invitation_url(token: str) -> str:

@@ -17,10 +17,7 @@ from orgs.models import User
 
 
 def _context(request) -> dict:
-    if request is None:
-        return {}
-    context = request_context(request)
-    return {"ip": context["ip"], "user_agent": context["user_agent"]}
+    return request_context(request) if request is not None else {}
 
 
 @receiver(user_logged_in, dispatch_uid="orgs.audit_login")
@@ -52,45 +49,23 @@ def audit_password(sender, request, user, **kwargs):
         audit.record_for_user(user, "account.password_change", **_context(request))
 
 
-@receiver(authenticator_added, dispatch_uid="orgs.audit_mfa_added")
-def audit_mfa_added(sender, request, user, authenticator, **kwargs):
-    with transaction.atomic():
-        audit.record_for_user(
-            user,
-            "account.mfa_add",
-            changes={"type": [None, authenticator.type]},
-            **_context(request),
-        )
+def _audit_mfa(signal, action: str, *, removed: bool = False) -> None:
+    """Audit one allauth MFA signal as ``action``, naming the authenticator's type."""
+
+    def receiver(sender, request, user, authenticator, **kwargs):
+        kind = authenticator.type
+        with transaction.atomic():
+            audit.record_for_user(
+                user,
+                action,
+                changes={"type": [kind, None] if removed else [None, kind]},
+                **_context(request),
+            )
+
+    signal.connect(receiver, dispatch_uid=f"orgs.audit.{action}", weak=False)
 
 
-@receiver(authenticator_removed, dispatch_uid="orgs.audit_mfa_removed")
-def audit_mfa_removed(sender, request, user, authenticator, **kwargs):
-    with transaction.atomic():
-        audit.record_for_user(
-            user,
-            "account.mfa_remove",
-            changes={"type": [authenticator.type, None]},
-            **_context(request),
-        )
-
-
-@receiver(authenticator_reset, dispatch_uid="orgs.audit_mfa_reset")
-def audit_mfa_reset(sender, request, user, authenticator, **kwargs):
-    with transaction.atomic():
-        audit.record_for_user(
-            user,
-            "account.mfa_reset",
-            changes={"type": [None, authenticator.type]},
-            **_context(request),
-        )
-
-
-@receiver(authentication_failed, dispatch_uid="orgs.audit_mfa_failed")
-def audit_mfa_failed(sender, request, user, authenticator, reauthentication=False, **kwargs):
-    with transaction.atomic():
-        audit.record_for_user(
-            user,
-            "account.mfa_failed",
-            changes={"type": [None, authenticator.type]},
-            **_context(request),
-        )
+_audit_mfa(authenticator_added, "account.mfa_add")
+_audit_mfa(authenticator_removed, "account.mfa_remove", removed=True)
+_audit_mfa(authenticator_reset, "account.mfa_reset")
+_audit_mfa(authentication_failed, "account.mfa_failed")

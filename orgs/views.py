@@ -410,25 +410,6 @@ class AuditListView(ObjectListView):
     partial_template_name = "orgs/partials/audit_table.html"
 
 
-EXPORT_FIELDS = [
-    "seq",
-    "created_at",
-    "actor_label",
-    "api_key_id",
-    "channel",
-    "action",
-    "target_type",
-    "target_id",
-    "target_label",
-    "changes",
-    "ip",
-    "user_agent",
-    "request_id",
-    "prev_hash",
-    "hash",
-]
-
-
 class _Echo:
     def write(self, value):
         return value
@@ -472,14 +453,14 @@ class AuditExportView(OrgViewMixin, View):
         if export_format == "csv":
             writer = csv.writer(_Echo())
             lines = (
-                writer.writerow([_csv_value(getattr(event, f)) for f in EXPORT_FIELDS])
+                writer.writerow([_csv_value(getattr(event, f)) for f in audit.EXPORT_FIELDS])
                 for event in rows.iterator(chunk_size=2000)
             )
-            body = _prepend(writer.writerow(EXPORT_FIELDS), lines)
+            body = _prepend(writer.writerow(audit.EXPORT_FIELDS), lines)
             content_type = "text/csv; charset=utf-8"
         else:
             body = (
-                json.dumps({f: _json_value(getattr(event, f)) for f in EXPORT_FIELDS}) + "\n"
+                json.dumps({f: _json_value(getattr(event, f)) for f in audit.EXPORT_FIELDS}) + "\n"
                 for event in rows.iterator(chunk_size=2000)
             )
             content_type = "application/x-ndjson"
