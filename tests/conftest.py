@@ -1,5 +1,8 @@
 """Shared fixtures: the broker, the personas of two organizations, real processes."""
 
+import os
+import shutil
+
 import pytest
 from django.conf import settings
 
@@ -71,3 +74,28 @@ def personas(db) -> Personas:
     """Organization A with an admin, a manager, an operator and a viewer and a team;
     organization B with its admin (the outsider) and a team."""
     return make_personas()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian Chromium through Playwright (never a downloaded browser).
+
+    Put it last in a test's arguments: Playwright runs an event loop in this thread and
+    the ORM refuses to run inside one, so database fixtures must be set up before it.
+    """
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("ARGUS_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

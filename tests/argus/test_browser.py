@@ -1,7 +1,6 @@
 """The console in a real browser: sign in, then watch a worker's event arrive live."""
 
 import os
-import shutil
 
 import pytest
 from django.conf import settings
@@ -10,25 +9,6 @@ from tests.support import processes
 from tests.support.celery_tasks import publish_event
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
-
-
-@pytest.fixture
-def browser():
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("ARGUS_REQUIRE_BROWSER"):
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 # `browser` comes last: Playwright runs an event loop in this thread and the ORM refuses
