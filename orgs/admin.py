@@ -588,12 +588,19 @@ class AuditChainHeadAdmin(ReadOnlyAdmin):
     @admin.action(description="Verify selected chains", permissions=["view"])
     def verify_selected(self, request, queryset):
         for head in queryset:
-            problem = audit.verify_chain(head.key)
-            if problem is None:
+            problems = audit.verify_chain(head.key)
+            if not problems:
                 self.message_user(request, f"Chain {head.key} is intact up to #{head.seq}.")
             else:
                 self.message_user(
                     request,
-                    f"Chain {head.key} is broken at #{problem.seq}: {problem.reason}.",
+                    f"Chain {head.key} is broken at #{problems[0].seq}: {problems[0].reason}"
+                    + _more_breaks(problems),
                     messages.ERROR,
                 )
+
+
+def _more_breaks(problems) -> str:
+    if len(problems) == 1:
+        return "."
+    return f" (and {len(problems) - 1} more: " + ", ".join(f"#{p.seq}" for p in problems[1:]) + ")."

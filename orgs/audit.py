@@ -47,6 +47,9 @@ HASHED_FIELDS = (
 EXPORT_FIELDS = (*HASHED_FIELDS, "hash")
 
 
+_IP_FIELD = AuditEvent._meta.get_field("ip")
+
+
 def chain_key(organization_id: int | None) -> str:
     return f"org:{organization_id}" if organization_id is not None else INSTALLATION_CHAIN
 
@@ -102,7 +105,8 @@ def record(
         target_id=str(target.pk) if target is not None and target.pk is not None else "",
         target_label=(target_label if target_label is not None else str(target or ""))[:254],
         changes=_jsonable(changes or {}),
-        ip=principal.ip if principal is not None else None,
+        # Hashed as the database will store it (IPv4-mapped IPv6 is normalized).
+        ip=_IP_FIELD.get_prep_value(principal.ip) if principal is not None else None,
         user_agent=(principal.user_agent if principal is not None else "")[:512],
         request_id=principal.request_id if principal is not None else "",
     )
@@ -160,47 +164,50 @@ class Break:
 
 
 def verify(organization: Organization | None = None) -> list[Break]:
-    """Walk every chain (or one organization's) and return the first break of each."""
+    """Walk every chain (or one organization's) and return every break, chain by chain
+    in sequence order; an empty list means the log is intact."""
     if organization is not None:
         keys = [chain_key(organization.pk)]
     else:
         keys = list(AuditChainHead.objects.values_list("key", flat=True))
         known = {chain_key(pk) for pk in Organization.objects.values_list("pk", flat=True)}
-        for missing in sorted(known - set(keys)):
-            keys.append(missing)
-    breaks = []
-    for key in keys:
-        problem = verify_chain(key)
-        if problem is not None:
-            breaks.append(problem)
-    return breaks
+        keys += sorted(known - set(keys))
+    return [problem for key in keys for problem in verify_chain(key)]
 
 
-def verify_chain(key: str) -> Break | None:
-    """The first break of one chain, or ``None`` when it is intact."""
+def verify_chain(key: str) -> list[Break]:
+    """Every break of one chain. Each event is checked on its own (its content against
+    its hash, its link against the stored hash before it), so one bad row cannot hide
+    another after it."""
     organization_id = None if key == INSTALLATION_CHAIN else int(key.split(":", 1)[1])
     head = AuditChainHead.objects.filter(key=key).first()
     events = AuditEvent.objects.filter(organization_id=organization_id).order_by("seq")
     if head is not None:
         # Events appended while we walk belong to a newer head: check up to this one.
         events = events.filter(seq__lte=head.seq)
+    breaks: list[Break] = []
     expected_seq, previous = 1, ""
     for event in _iterate(events):
         if event.seq != expected_seq:
-            return Break(key, expected_seq, f"event #{expected_seq} is missing")
-        if event.prev_hash != previous:
-            return Break(key, event.seq, "its link to the previous event does not match")
+            missing = (
+                f"event #{expected_seq} is missing"
+                if event.seq == expected_seq + 1
+                else f"events #{expected_seq} to #{event.seq - 1} are missing"
+            )
+            breaks.append(Break(key, expected_seq, missing))
+        elif event.prev_hash != previous:
+            breaks.append(Break(key, event.seq, "its link to the previous event does not match"))
         if event_hash(event) != event.hash:
-            return Break(key, event.seq, "its content does not match its hash")
+            breaks.append(Break(key, event.seq, "its content does not match its hash"))
         previous = event.hash
-        expected_seq += 1
+        expected_seq = event.seq + 1
     last = expected_seq - 1
     head_seq = head.seq if head is not None else 0
     if head_seq > last:
-        return Break(key, last + 1, f"events #{last + 1} to #{head_seq} are missing")
-    if head is not None and head.hash != previous:
-        return Break(key, last, "the chain head does not match the last event")
-    return None
+        breaks.append(Break(key, last + 1, f"events #{last + 1} to #{head_seq} are missing"))
+    elif head is not None and head.hash != previous:
+        breaks.append(Break(key, last, "the chain head does not match the last event"))
+    return breaks
 
 
 def _iterate(events: Iterable[AuditEvent]) -> Iterator[AuditEvent]:

@@ -481,3 +481,27 @@ def test_failed_login_for_an_unknown_address_goes_to_the_installation_chain(clie
         action="account.login_failed", organization=personas.org_a, actor=personas.viewer
     ).exists()
     assert audit.verify() == []
+
+
+def test_one_bad_row_does_not_hide_another(personas):
+    admin = personas.principal("ADMIN")
+    for name in "ABCDE":
+        services.create_team(admin, name)
+    events = list(AuditEvent.objects.filter(organization=personas.org_a).order_by("seq"))
+    AuditEvent.objects.filter(pk=events[1].pk).update(target_label="first forgery")
+    AuditEvent.objects.filter(pk=events[3].pk).update(target_label="second forgery")
+    assert [(b.seq, b.reason) for b in audit.verify(personas.org_a)] == [
+        (2, "its content does not match its hash"),
+        (4, "its content does not match its hash"),
+    ]
+
+
+def test_ipv4_mapped_addresses_do_not_break_the_chain(client, personas):
+    client.post(
+        "/accounts/login/",
+        {"login": personas.viewer.email, "password": "wrong" * 3},
+        REMOTE_ADDR="::ffff:1.2.3.4",
+    )
+    event = AuditEvent.objects.get(action="account.login_failed")
+    assert event.ip == "::ffff:1.2.3.4"
+    assert audit.verify() == []

@@ -23,7 +23,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, action, org=None, **options):
         organization = bootstrap.organization_by_slug(org) if org else None
-        breaks = {problem.chain: problem for problem in audit.verify(organization)}
+        breaks: dict[str, list] = {}
+        for problem in audit.verify(organization):
+            breaks.setdefault(problem.chain, []).append(problem)
         if organization is not None:
             chains = [audit.chain_key(organization.pk)]
         else:
@@ -39,14 +41,24 @@ class Command(BaseCommand):
             audit.chain_key(row["organization_id"]): row["events"]
             for row in events.values("organization_id").annotate(events=Count("pk"))
         }
+        heads = dict(AuditChainHead.objects.values_list("key", "hash"))
         failed = []
         for chain in chains:
             label = _label(chain, slugs)
-            problem = breaks.get(chain)
-            if problem is None:
-                self.stdout.write(f"{label}: {_plural(counts.get(chain, 0), 'event')} verified")
-            else:
-                failed.append(f"{label}: broken at #{problem.seq}: {problem.reason}")
+            problems = breaks.get(chain)
+            if not problems:
+                # The head hash, recorded somewhere else, anchors the chain: a rewrite
+                # of the whole log from the start would change it.
+                head = f" (head {heads[chain][:16]})" if heads.get(chain) else ""
+                self.stdout.write(
+                    f"{label}: {_plural(counts.get(chain, 0), 'event')} verified{head}"
+                )
+                continue
+            first, *rest = problems
+            line = f"{label}: broken at #{first.seq}: {first.reason}"
+            for problem in rest:
+                line += f"\n    also #{problem.seq}: {problem.reason}"
+            failed.append(line)
         if failed:
             raise CommandError(
                 f"{_plural(len(failed), 'audit chain')} failed verification "
