@@ -1,5 +1,6 @@
 """Root URLs: console, accounts (allauth), REST API, admin, health."""
 
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.templatetags.static import static
 from django.urls import include, path
@@ -8,6 +9,9 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from argus import views
+
+# The admin signs in through allauth: two-factor authentication and rate limits apply.
+admin.site.login = secure_admin_login(admin.site.login)
 
 console_patterns = ([path("", views.DashboardView.as_view(), name="dashboard")], "console")
 

@@ -232,11 +232,30 @@ def grant_models(model: type[models.Model]):
     return user_model, team_model
 
 
+def user_grant_models() -> list[type[models.Model]]:
+    """Every direct-foreign-key table of grants to users, across the apps."""
+    from django.apps import apps
+    from guardian.models import UserObjectPermissionBase
+
+    return [
+        model
+        for model in apps.get_models()
+        if issubclass(model, UserObjectPermissionBase)
+        and isinstance(model._meta.get_field("content_object"), models.ForeignKey)
+    ]
+
+
 def granted_condition(principal: Principal, model: type[models.Model], action: str) -> Q | None:
     """A filter on ``model`` for the rows granted ``action`` to the principal's user or
-    their teams, or ``None`` when the model carries no grants or no person acts."""
+    their teams, or ``None`` when the model carries no grants, no person acts, or an
+    API key acts: a key is bounded by its role cap, which grants do not lift."""
     tables = grant_models(model)
-    if tables is None or principal.user is None or not principal.is_member:
+    if (
+        tables is None
+        or principal.user is None
+        or not principal.is_member
+        or principal.api_key is not None
+    ):
         return None
     user_grants, team_grants = tables
     codename = f"{action}_{model._meta.model_name}"

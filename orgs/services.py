@@ -39,6 +39,7 @@ from orgs.permissions import (
     carries_grants,
     grant_models,
     mapped_action,
+    user_grant_models,
 )
 
 SESSION_ORGANIZATION_KEY = "argus_organization_id"
@@ -356,6 +357,45 @@ def _check_role(principal: Principal, role: str) -> None:
         raise PermissionDenied("You cannot give a role higher than your own.")
 
 
+def _require_admin(principal: Principal) -> None:
+    """Roles and removals are for ADMINs only, whatever else a grant allows."""
+    if not (principal.is_system or principal.role == Role.ADMIN):
+        raise PermissionDenied("Only an admin can change roles or remove members.")
+
+
+def _forget_member(principal: Principal, user: User, organization: Organization) -> None:
+    """Revoke a departing member's API keys and delete their per-object grants in the
+    organization (inside the removal's transaction), auditing both."""
+    now = timezone.now()
+    for key in ApiKey.objects.filter(
+        organization=organization, created_by=user, revoked_at__isnull=True
+    ):
+        ApiKey.objects.filter(pk=key.pk).update(
+            revoked_at=now, previous_hash=None, previous_valid_until=None
+        )
+        audit.record(principal, "apikey.revoke", key, changes={"reason": [None, "member left"]})
+    for grant_model in user_grant_models():
+        path = getattr(
+            grant_model._meta.get_field("content_object").related_model,
+            "organization_path",
+            "organization",
+        )
+        target = "content_object" if path == "pk" else f"content_object__{path}"
+        dropped = grant_model.objects.filter(user=user, **{target: organization.pk})
+        for row in dropped.select_related("permission"):
+            audit.record(
+                principal,
+                "grant.delete",
+                row.content_object,
+                changes={"grant": [f"{_action_of(row)} → {user.email}", None]},
+            )
+        dropped.delete()
+
+
+def _action_of(grant_row) -> str:
+    return grant_row.permission.codename.split("_", 1)[0]
+
+
 def change_role(principal: Principal, membership: Membership, role: str) -> Membership:
     """Change a member's role (``manage``: ADMIN). The last ADMIN cannot be demoted.
 
@@ -363,6 +403,7 @@ def change_role(principal: Principal, membership: Membership, role: str) -> Memb
     for the last ADMIN.
     """
     require(principal, Action.CHANGE, membership)
+    _require_admin(principal)
     _check_role(principal, role)
     with transaction.atomic():
         admins = _lock_admins(membership.organization)
@@ -398,14 +439,19 @@ def change_role(principal: Principal, membership: Membership, role: str) -> Memb
 def remove_member(principal: Principal, membership: Membership) -> None:
     """Remove a member (``manage``), or leave when it is the principal's own membership.
 
-    The last ADMIN can neither leave nor be removed. The member's API keys lose all
-    rights at once (they act for a member only).
+    Only an ADMIN removes others; leaving needs a signed-in person (never an API key).
+    The last ADMIN can neither leave nor be removed. The member's API keys in the
+    organization are revoked and their per-object grants there deleted, so nothing
+    comes back if they rejoin.
     """
     leaving = principal.user is not None and membership.user_id == principal.user.pk
-    if not leaving:
+    if leaving:
+        require_session(principal, "Leaving an organization")
+        if membership.organization_id != principal.organization.pk:
+            raise PermissionDenied("That membership is not in this organization.")
+    else:
         require(principal, Action.CHANGE, membership)
-    elif membership.organization_id != principal.organization.pk:
-        raise PermissionDenied("That membership is not in this organization.")
+        _require_admin(principal)
     with transaction.atomic():
         admins = _lock_admins(membership.organization)
         current = Membership.objects.select_for_update().filter(pk=membership.pk).first()
@@ -423,6 +469,7 @@ def remove_member(principal: Principal, membership: Membership) -> None:
             target_label=email,
             changes={"role": [current.role, None]},
         )
+        _forget_member(principal, current.user, current.organization)
         current.delete()
         events.publish(
             "org",
@@ -506,6 +553,32 @@ def resend_invitation(principal: Principal, invitation: Invitation) -> tuple[Inv
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     with transaction.atomic():
+        _lock_organization(invitation.organization)
+        current = Invitation.objects.get(pk=invitation.pk)
+        if current.effective_status == InvitationStatus.EXPIRED:
+            # Reviving it takes a seat again, unless another invitation already waits.
+            if (
+                Invitation.objects.filter(
+                    organization=current.organization,
+                    email__iexact=current.email,
+                    status=InvitationStatus.PENDING,
+                    expires_at__gt=now,
+                )
+                .exclude(pk=current.pk)
+                .exists()
+            ):
+                raise Conflict(
+                    f"{current.email} has a newer pending invitation; resend that one instead."
+                )
+            enforce_limit(
+                current.organization, Limit.MEMBERS, used=_seats_taken(current.organization)
+            )
+            Invitation.objects.filter(
+                organization=current.organization,
+                email__iexact=current.email,
+                status=InvitationStatus.PENDING,
+                expires_at__lte=now,
+            ).exclude(pk=current.pk).update(status=InvitationStatus.EXPIRED)
         resendable = [InvitationStatus.PENDING, InvitationStatus.EXPIRED]
         updated = Invitation.objects.filter(pk=invitation.pk, status__in=resendable).update(
             token_hash=_token_hash(token),
@@ -677,9 +750,14 @@ def update_team(
     description: str | None = None,
     members: Iterable[int] | None = None,
 ) -> Team:
-    """Rename a team, change its description or replace its members (``manage`` on the
-    organization or a ``manage`` grant on the team)."""
+    """Rename a team or change its description (``manage`` on the organization, or a
+    grant on the team), or replace its members (``manage`` on the organization)."""
     require(principal, Action.CHANGE, team)
+    if members is not None and not principal.org_allows(Action.MANAGE):
+        # Membership decides what the team's grants reach: a grant on the team itself
+        # (a team lead) must not let its holder hand those grants to anyone, themselves
+        # included.
+        raise PermissionDenied("Only admins can change who is in a team.")
     before = _team_summary(team)
     with transaction.atomic():
         if name is not None:
@@ -767,13 +845,13 @@ def grants_on(obj) -> list[Grant]:
         return []
     user_grants, team_grants = tables
     found = [
-        Grant(row.permission.codename.split("_", 1)[0], row.user, None)
+        Grant(_action_of(row), row.user, None)
         for row in user_grants.objects.filter(content_object=obj)
         .select_related("user", "permission")
         .order_by("user__email", "permission__codename")
     ]
     found += [
-        Grant(row.permission.codename.split("_", 1)[0], None, row.group.team)
+        Grant(_action_of(row), None, row.group.team)
         for row in team_grants.objects.filter(content_object=obj)
         .select_related("group__team", "permission")
         .order_by("group__team__name", "permission__codename")
@@ -932,12 +1010,16 @@ def revoke_api_key(principal: Principal, key: ApiKey) -> ApiKey:
 
 def rotate_api_key(principal: Principal, key: ApiKey, *, grace: timedelta = timedelta(0)):
     """Give a key a new secret; the old one keeps working for ``grace`` (at most 30
-    days). Returns the key and the new secret (shown once).
+    days). Returns the key and the new secret (shown once). Only the key's creator may
+    rotate it, since the secret acts for them; admins may revoke it.
 
     Raises ``Conflict`` for a revoked or expired key, ``ServiceError`` for a bad grace.
     """
     require_session(principal, "Managing API keys")
     require(principal, Action.CHANGE, key)
+    if principal.user is None or key.created_by_id != principal.user.pk:
+        # A new secret acts for the key's creator: only they may hold it.
+        raise PermissionDenied("Only the key's creator can rotate it; you can revoke it.")
     if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
         raise ServiceError("The grace period must be between 0 and 30 days.", field="grace")
     secret = _new_secret()

@@ -311,13 +311,20 @@ class TeamEditView(ObjectFormView):
             "members": list(self.object.members.all()),
         }
 
+    def get_form(self, form_class=None):
+        form = super().get_form(form_class)
+        if not self.principal.org_allows(Action.MANAGE):
+            del form.fields["members"]  # a team lead renames; only admins change members
+        return form
+
     def perform(self, form):
+        members = form.cleaned_data.get("members")
         services.update_team(
             self.principal,
             self.object,
             name=form.cleaned_data["name"],
             description=form.cleaned_data["description"],
-            members=[member.pk for member in form.cleaned_data["members"]],
+            members=None if members is None else [member.pk for member in members],
         )
         messages.success(self.request, f"Team {self.object.name} saved.")
 

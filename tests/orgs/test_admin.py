@@ -450,3 +450,12 @@ def test_teams_change_and_go_through_the_services(staff_client, root, world):
     assert response.status_code == 302
     assert not Team.objects.filter(pk=world.team.pk).exists()
     assert last_event(world.organization).action == "team.delete"
+
+
+def test_the_admin_signs_in_through_allauth(client, db):
+    """Two-factor authentication and allauth's rate limits apply to staff too."""
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    follow = client.get(response["Location"])
+    assert follow.status_code == 302
+    assert follow["Location"].startswith("/accounts/login/?next=")

@@ -106,10 +106,15 @@ def test_a_demoted_creators_key_loses_rights_at_once(client, personas):
     membership = personas.manager.memberships.get()
     services.change_role(personas.principal("ADMIN"), membership, "VIEWER")
     assert client.get("/api/v1/members/", **bearer(secret)).status_code == 200
-    services.remove_member(personas.principal("ADMIN"), membership)
+    # A key whose creator lost their membership some other way acts for nobody.
+    membership.delete()
     response = client.get("/api/v1/members/", **bearer(secret))
     assert response.status_code == 403
     assert "no longer a member" in response.json()["detail"]
+    # Removal through the service revokes the creator's keys outright.
+    Membership.objects.create(user=personas.manager, organization=personas.org_a, role="VIEWER")
+    services.remove_member(personas.principal("ADMIN"), personas.manager.memberships.get())
+    assert client.get("/api/v1/members/", **bearer(secret)).status_code == 401
 
 
 def test_key_management_is_session_only(client, personas, admin_key):

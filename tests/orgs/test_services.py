@@ -505,3 +505,99 @@ def test_ipv4_mapped_addresses_do_not_break_the_chain(client, personas):
     event = AuditEvent.objects.get(action="account.login_failed")
     assert event.ip == "::ffff:1.2.3.4"
     assert audit.verify() == []
+
+
+# --- escalation paths closed after review ---------------------------------------------------------
+
+
+def test_only_the_creator_rotates_a_key(personas):
+    key, _ = services.create_api_key(personas.principal("ADMIN"), "admin's", scopes=["admin"])
+    services.grant(personas.principal("ADMIN"), "manage", personas.org_a, user=personas.manager)
+    manager = personas.principal("MANAGER")
+    assert can(manager, "change", key)  # may see and revoke it…
+    with pytest.raises(PermissionDenied, match="Only the key's creator can rotate it"):
+        services.rotate_api_key(manager, key, grace=timedelta(hours=1))  # …not take it over
+    services.revoke_api_key(manager, key)
+
+
+def test_a_team_lead_renames_but_does_not_staff_the_team(personas):
+    admin = personas.principal("ADMIN")
+    services.grant(admin, "manage", personas.org_a, team=personas.team_a)
+    services.grant(admin, "change", personas.team_a, user=personas.operator)
+    lead = personas.principal("OPERATOR")
+    services.update_team(lead, personas.team_a, description="We read")
+    with pytest.raises(PermissionDenied, match="Only admins can change who is in a team"):
+        services.update_team(
+            lead, personas.team_a, members=[personas.operator.memberships.get().pk]
+        )
+    assert not can(personas.principal("OPERATOR"), "manage", personas.org_a)
+
+
+def test_grants_never_let_a_non_admin_change_roles_or_remove_members(personas):
+    services.grant(personas.principal("ADMIN"), "manage", personas.org_a, user=personas.manager)
+    manager = personas.principal("MANAGER")
+    admin_membership = personas.admin.memberships.get()
+    with pytest.raises(PermissionDenied, match="Only an admin"):
+        services.change_role(manager, personas.viewer.memberships.get(), Role.OPERATOR)
+    with pytest.raises(PermissionDenied, match="Only an admin"):
+        services.remove_member(manager, admin_membership)
+    assert Membership.objects.get(pk=admin_membership.pk).role == Role.ADMIN
+
+
+def test_a_key_never_leaves_the_organization_for_its_creator(personas):
+    key, _ = services.create_api_key(personas.principal("OPERATOR"), "k", scopes=["admin"])
+    with pytest.raises(PermissionDenied, match="not possible with an API key"):
+        services.remove_member(Principal.for_api_key(key), personas.operator.memberships.get())
+    assert personas.operator.memberships.exists()
+
+
+def test_grants_do_not_lift_a_keys_role_cap(personas):
+    services.grant(personas.principal("ADMIN"), "manage", personas.org_a, user=personas.manager)
+    key, _ = services.create_api_key(
+        personas.principal("MANAGER"), "capped", scopes=["admin"], role=Role.VIEWER
+    )
+    capped = Principal.for_api_key(key)
+    assert not can(capped, "manage", personas.org_a)
+    with pytest.raises(PermissionDenied):
+        services.invite(capped, "someone@example.test", Role.VIEWER)
+    assert can(personas.principal("MANAGER"), "manage", personas.org_a)  # the person still may
+
+
+def test_removal_revokes_keys_and_drops_grants_for_good(personas):
+    admin = personas.principal("ADMIN")
+    _key, secret = services.create_api_key(personas.principal("OPERATOR"), "k", scopes=["read"])
+    services.grant(admin, "manage", personas.org_a, user=personas.operator)
+    services.grant(admin, "change", personas.team_a, user=personas.operator)
+    services.remove_member(admin, personas.operator.memberships.get())
+    assert services.authenticate_api_key(secret) is None
+    assert services.grants_on(personas.org_a) == []
+    assert services.grants_on(personas.team_a) == []
+    actions = list(
+        AuditEvent.objects.filter(organization=personas.org_a)
+        .order_by("-seq")
+        .values_list("action", flat=True)[:4]
+    )
+    assert sorted(actions) == ["apikey.revoke", "grant.delete", "grant.delete", "member.remove"]
+    # Rejoining starts from nothing.
+    services.add_member(Principal.system(personas.org_a), personas.operator, Role.VIEWER)
+    rejoined = Principal.member(personas.operator, personas.org_a)
+    assert not can(rejoined, "manage", personas.org_a)
+    assert services.authenticate_api_key(secret) is None
+
+
+def test_resending_an_old_invitation_respects_the_newer_one_and_the_limit(personas):
+    admin = personas.principal("ADMIN")
+    old, _ = services.invite(admin, "late@example.test", Role.VIEWER)
+    Invitation.objects.filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    newer, _ = services.invite(admin, "late@example.test", Role.VIEWER)
+    with pytest.raises(Conflict, match="newer pending invitation"):
+        services.resend_invitation(admin, old)
+    services.revoke_invitation(admin, newer)
+    personas.org_a.plan = Plan.FREE
+    personas.org_a.save()
+    services.invite(admin, "fill@example.test", Role.VIEWER)  # 4 members + 1 pending = 5
+    with pytest.raises(LimitExceeded, match="at most 5 members"):
+        services.resend_invitation(admin, old)
+    Invitation.objects.filter(email="fill@example.test").update(status=InvitationStatus.REVOKED)
+    resent, _ = services.resend_invitation(admin, old)
+    assert resent.effective_status == InvitationStatus.PENDING
