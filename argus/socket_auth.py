@@ -11,6 +11,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 
+from orgs.permissions import Principal
 from orgs.services import API_KEY_PREFIX, authenticate_api_key, record_api_key_use
 
 
@@ -32,6 +33,8 @@ def _authenticate(secret: str):
     key = authenticate_api_key(secret) if secret.startswith(API_KEY_PREFIX) else None
     if key is None or not key.created_by.is_active:
         return None
+    if not Principal.for_api_key(key).is_member:
+        return None  # its creator left: it acts for nobody
     record_api_key_use(key)
     return key
 
@@ -50,5 +53,11 @@ class ApiKeyOrSessionAuth:
         key = await _authenticate(secret)
         if key is None:
             return await WebsocketDenier()(scope, receive, send)
-        scope = dict(scope, user=key.created_by, api_key=key, session=None)
+        scope = dict(
+            scope,
+            user=key.created_by,
+            api_key=key,
+            api_key_hash=key.matched_hash,
+            session=None,
+        )
         return await self.inner(scope, receive, send)

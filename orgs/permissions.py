@@ -190,13 +190,19 @@ class Principal:
 
 
 def scope_principal(scope: dict) -> Principal | None:
-    """The principal of a websocket connection: its API key, or its user in the
-    organization chosen in its session; ``None`` for anyone else."""
+    """The principal of a websocket connection: its API key (if its secret still
+    works), or its user in the organization chosen in its session; ``None`` for anyone
+    else."""
     from orgs.services import current_organization
 
     key = scope.get("api_key")
     if key is not None:
-        return Principal.for_api_key(key, channel="api")
+        from orgs.services import api_key_still_valid
+
+        # Checked again on every subscription: revoked, expired or rotated away since
+        # the handshake means nothing more.
+        key = api_key_still_valid(key.pk, scope.get("api_key_hash", ""))
+        return Principal.for_api_key(key, channel="api") if key is not None else None
     user = scope.get("user")
     organization = current_organization(user, scope.get("session"))
     if organization is None:

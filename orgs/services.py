@@ -1055,22 +1055,43 @@ def rotate_api_key(principal: Principal, key: ApiKey, *, grace: timedelta = time
 
 def authenticate_api_key(secret: str) -> ApiKey | None:
     """The active key a secret belongs to (its current one, or the previous one within
-    a rotation's grace period); ``None`` for anything else, without saying why."""
+    a rotation's grace period); ``None`` for anything else, without saying why.
+
+    The key carries ``matched_hash``, the stored hash the secret matched, so a long
+    connection can check later that this secret still works (:func:`api_key_still_valid`).
+    A secret hashed under a ``SECRET_KEY_FALLBACKS`` entry is re-hashed under the current
+    ``SECRET_KEY`` on use, so keys survive the fallback's removal.
+    """
     if not secret or not secret.startswith(API_KEY_PREFIX) or len(secret) > 200:
         return None
+    current = _hash_secret(secret, settings.SECRET_KEY)
+    hashes = [current, *(_hash_secret(secret, old) for old in settings.SECRET_KEY_FALLBACKS)]
+    key = _active_key(hashes)
+    if key is None:
+        return None
+    field = "key_hash" if key.key_hash in hashes else "previous_hash"
+    if getattr(key, field) != current:
+        ApiKey.objects.filter(pk=key.pk, **{field: getattr(key, field)}).update(**{field: current})
+        setattr(key, field, current)
+    key.matched_hash = current
+    return key
+
+
+def api_key_still_valid(key_id: int, matched_hash: str) -> ApiKey | None:
+    """The key again, if the secret that matched ``matched_hash`` still authenticates
+    (not revoked, expired, rotated away or past its grace period); else ``None``."""
+    key = _active_key([matched_hash])
+    return key if key is not None and key.pk == key_id else None
+
+
+def _active_key(hashes: list[str]) -> ApiKey | None:
     now = timezone.now()
-    hashes = [
-        _hash_secret(secret, signing_key)
-        for signing_key in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
-    ]
     key = (
         ApiKey.objects.select_related("organization", "created_by")
         .filter(Q(key_hash__in=hashes) | Q(previous_hash__in=hashes, previous_valid_until__gt=now))
         .first()
     )
-    if key is None or not key.is_active:
-        return None
-    return key
+    return key if key is not None and key.is_active else None
 
 
 def record_api_key_use(key: ApiKey) -> None:

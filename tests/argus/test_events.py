@@ -393,3 +393,20 @@ def test_a_role_change_closes_the_users_sockets_so_they_resubscribe(member, orga
         await again.disconnect()
 
     run(scenario)
+
+
+def test_an_api_key_socket_is_rechecked_on_every_subscription(member, organization):
+    from datetime import timedelta
+
+    from orgs import services
+    from orgs.permissions import Principal
+
+    principal = Principal.member(member, organization)
+    key, secret = services.create_api_key(principal, "socket", scopes=["read"])
+    authenticated = services.authenticate_api_key(secret)
+    scope = {"user": member, "api_key": authenticated, "api_key_hash": authenticated.matched_hash}
+    assert events.authorize(scope, "org") == organization.pk
+    services.rotate_api_key(principal, key, grace=timedelta(minutes=5))
+    assert events.authorize(scope, "org") == organization.pk  # the old secret, in its grace
+    services.rotate_api_key(principal, key)  # no grace: the handshake's secret is gone
+    assert events.authorize(scope, "org") is None

@@ -601,3 +601,12 @@ def test_resending_an_old_invitation_respects_the_newer_one_and_the_limit(person
     Invitation.objects.filter(email="fill@example.test").update(status=InvitationStatus.REVOKED)
     resent, _ = services.resend_invitation(admin, old)
     assert resent.effective_status == InvitationStatus.PENDING
+
+
+def test_a_key_made_under_a_fallback_secret_key_is_rehashed_on_use(personas, settings):
+    key, secret = services.create_api_key(personas.principal("OPERATOR"), "k", scopes=["read"])
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-rotated-secret-key-" + "z" * 40
+    assert services.authenticate_api_key(secret) == key
+    settings.SECRET_KEY_FALLBACKS = []
+    assert services.authenticate_api_key(secret) == key  # survives the fallback's removal
