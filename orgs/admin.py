@@ -15,6 +15,7 @@ from dataclasses import replace
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -169,20 +170,63 @@ class UserMembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(ServiceWritesAdmin, DjangoUserAdmin):
+    """Accounts. Changes, password resets and deletions are audited with channel
+    ``admin`` in each of the account's organizations; the last admin of an organization
+    cannot be deleted. Auth groups are internal (they hold team grants) and not shown."""
+
     ordering = ["email"]
     list_display = ["email", "name", "is_staff", "is_active", "date_joined"]
+    list_filter = ["is_staff", "is_superuser", "is_active"]
     search_fields = ["email", "name"]
+    filter_horizontal = []
     fieldsets = [
         (None, {"fields": ["email", "password"]}),
         ("Profile", {"fields": ["name"]}),
-        ("Permissions", {"fields": ["is_active", "is_staff", "is_superuser", "groups"]}),
+        ("Permissions", {"fields": ["is_active", "is_staff", "is_superuser"]}),
         ("Dates", {"fields": ["last_login", "date_joined"]}),
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
 
     def get_inlines(self, request, obj):
         return [UserMembershipInline] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        before = {}
+        if change:
+            stored = User.objects.get(pk=obj.pk)
+            before = {name: getattr(stored, name) for name in services.ACCOUNT_FIELDS}
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if change:
+                services.staff_update_account(request.user, obj, before, **_context(request))
+            else:
+                audit.record_for_user(
+                    obj, "account.create", actor=request.user, channel="admin",
+                    **_context(request),
+                )  # fmt: skip
+
+    def delete_model(self, request, obj):
+        try:
+            services.staff_delete_account(request.user, obj, **_context(request))
+        except ServiceError as exc:
+            raise Refused(exc.message) from exc
+
+    def user_change_password(self, request, id, form_url=""):
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:
+            user = User.objects.get(pk=id)
+            with transaction.atomic():
+                audit.record_for_user(
+                    user, "account.password_change", actor=request.user, channel="admin",
+                    **_context(request),
+                )  # fmt: skip
+        return response
+
+
+def _context(request) -> dict:
+    context = request_context(request)
+    return {key: context[key] for key in ("ip", "user_agent", "request_id")}
 
 
 class MembershipInline(admin.TabularInline):

@@ -125,17 +125,26 @@ def record(
 
 
 def record_for_user(
-    user, action: str, *, ip=None, user_agent="", request_id="", changes=None
+    user,
+    action: str,
+    *,
+    actor=None,
+    channel="console",
+    ip=None,
+    user_agent="",
+    request_id="",
+    changes=None,
 ) -> None:
-    """An account event (login, MFA change…) in the chain of each of the user's
-    organizations, or in the installation chain if they belong to none."""
+    """An account event (login, MFA change…) about ``user`` in the chain of each of
+    their organizations, or in the installation chain if they belong to none.
+    ``actor`` is who did it when it is not the user (staff in the admin)."""
     organizations = list(Organization.objects.filter(memberships__user=user))
     for organization in organizations or [None]:
         principal = Principal(
             organization=organization,
-            user=user,
+            user=actor or user,
             role=None,
-            channel="console",
+            channel=channel,
             ip=ip,
             user_agent=user_agent,
             request_id=request_id,

@@ -1122,6 +1122,54 @@ def update_profile(user: User, name: str, *, ip=None, user_agent="", request_id=
     return user
 
 
+ACCOUNT_FIELDS = ("email", "name", "is_active", "is_staff", "is_superuser")
+
+
+def staff_update_account(staff: User, user: User, before: dict, **context) -> None:
+    """Audit a staff member's change to an account (the admin saved it already, in this
+    transaction): which of ``ACCOUNT_FIELDS`` changed. A deactivated account loses its
+    sockets at once (its sessions stop authenticating on their own)."""
+    after = {name: getattr(user, name) for name in ACCOUNT_FIELDS}
+    changes = audit.changes_between(before, after)
+    if not changes:
+        return
+    audit.record_for_user(
+        user, "account.update", actor=staff, channel="admin", changes=changes, **context
+    )
+    if before.get("is_active") and not user.is_active:
+        events.access_changed(user.pk)
+
+
+def staff_delete_account(staff: User, user: User, **context) -> None:
+    """Delete an account from the admin. Refused (``Conflict``) while it is the last
+    ADMIN of an organization; audited in each of its organizations first."""
+    with transaction.atomic():
+        sole = [
+            membership.organization.name
+            for membership in Membership.objects.select_related("organization").filter(
+                user=user, role=Role.ADMIN
+            )
+            if _lock_admins(membership.organization) == [membership.pk]
+        ]
+        if sole:
+            raise Conflict(
+                f"{user.email} is the last admin of {', '.join(sorted(sole))}: "
+                "make someone else an admin there first."
+            )
+        audit.record_for_user(
+            user, "account.delete", actor=staff, channel="admin",
+            changes={"email": [user.email, None]}, **context,
+        )  # fmt: skip
+        for membership in Membership.objects.filter(user=user).select_related("organization"):
+            _forget_member(
+                Principal.system(membership.organization, channel="admin"),
+                user,
+                membership.organization,
+            )
+        events.access_changed(user.pk)
+        user.delete()
+
+
 # --- accounts created headlessly ----------------------------------------------------------------
 
 

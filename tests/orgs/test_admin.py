@@ -9,7 +9,7 @@ from django.apps import apps
 from django.contrib import admin
 from django.urls import reverse
 
-from orgs import services
+from orgs import audit, services
 from orgs.choices import InvitationStatus, Role
 from orgs.models import (
     ApiKey,
@@ -459,3 +459,42 @@ def test_the_admin_signs_in_through_allauth(client, db):
     follow = client.get(response["Location"])
     assert follow.status_code == 302
     assert follow["Location"].startswith("/accounts/login/?next=")
+
+
+def test_account_changes_in_the_admin_are_audited_and_guarded(client, personas):
+    from orgs.models import User
+
+    staff = User.objects.create_superuser("root@argus.test", "correct horse battery")
+    client.force_login(staff)
+    viewer = personas.viewer
+    page = client.get(f"/admin/orgs/user/{viewer.pk}/change/").content.decode()
+    assert 'name="groups"' not in page
+    response = client.post(
+        f"/admin/orgs/user/{viewer.pk}/change/",
+        {
+            "email": viewer.email,
+            "name": "Victor",
+            "is_staff": "",
+            "is_superuser": "",
+            "last_login_0": "",
+            "last_login_1": "",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "10:00:00",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    viewer.refresh_from_db()
+    assert (viewer.name, viewer.is_active) == ("Victor", False)
+    event = AuditEvent.objects.get(action="account.update", organization=personas.org_a)
+    assert event.channel == "admin" and event.actor == staff
+    assert event.changes["is_active"] == [True, False]
+
+    refused = client.post(f"/admin/orgs/user/{personas.admin.pk}/delete/", {"post": "yes"})
+    assert refused.status_code == 302
+    assert User.objects.filter(pk=personas.admin.pk).exists()
+    client.post(f"/admin/orgs/user/{personas.operator.pk}/delete/", {"post": "yes"})
+    assert not User.objects.filter(pk=personas.operator.pk).exists()
+    assert AuditEvent.objects.filter(action="account.delete", organization=personas.org_a).exists()
+    assert audit.verify() == []
