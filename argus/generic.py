@@ -89,8 +89,9 @@ class ObjectListView(OrgViewMixin, ListView):
         self.filterset = None
         if self.filterset_class is not None:
             self.filterset = self.filterset_class(self.request.GET or None, queryset=queryset)
-            if self.filterset.is_bound and self.filterset.is_valid():
-                queryset = self.filterset.qs
+            if self.filterset.is_bound:
+                # Bad filters show their errors over an empty list, never the unfiltered one.
+                queryset = self.filterset.qs if self.filterset.is_valid() else queryset.none()
         return queryset
 
     def get_context_data(self, **kwargs):
@@ -221,15 +222,23 @@ class ObjectGrantsView(OrgViewMixin, SingleObjectMixin, TemplateView):
     back_url_name = None
     back_label = ""
 
+    def get_grants_object(self):
+        """The object (a 404 outside the user's reach), for ``manage`` holders only: who
+        holds what is for those who decide it."""
+        obj = self.get_object()
+        if not can(self.principal, Action.MANAGE, self.principal.organization):
+            raise PermissionDenied("Only admins (or people granted 'manage') can see grants.")
+        return obj
+
     def get(self, request, *args, **kwargs):
-        self.object = self.get_object()
+        self.object = self.get_grants_object()
         return self.render_to_response(self.get_context_data())
 
     def post(self, request, *args, **kwargs):
         from orgs import services
         from orgs.forms import GrantForm
 
-        self.object = self.get_object()
+        self.object = self.get_grants_object()
         form = GrantForm(request.POST, principal=self.principal)
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(form=form), status=400)
@@ -255,7 +264,6 @@ class ObjectGrantsView(OrgViewMixin, SingleObjectMixin, TemplateView):
 
         context = super().get_context_data(**kwargs)
         context["grants"] = services.grants_on(self.object)
-        context["can_grant"] = can(self.principal, Action.MANAGE, self.principal.organization)
         context.setdefault("form", GrantForm(principal=self.principal))
         context["back_url"] = reverse(self.back_url_name) if self.back_url_name else None
         context["back_label"] = self.back_label

@@ -51,6 +51,10 @@ API_KEY_DISPLAY_LENGTH = len(API_KEY_PREFIX) + 8
 MAX_ROTATION_GRACE = timedelta(days=30)
 
 
+NAME_MAX = Organization._meta.get_field("name").max_length
+SLUG_MAX = Organization._meta.get_field("slug").max_length
+
+
 class OrganizationError(ServiceError):
     """An organization cannot be created as asked."""
 
@@ -150,6 +154,13 @@ def create_organization(
         raise OrganizationError(
             "The organization needs a name made of letters or digits.", field="name"
         )
+    if len(name) > NAME_MAX:
+        raise OrganizationError(f"At most {NAME_MAX} characters.", field="name")
+    if len(slug) > SLUG_MAX:
+        raise OrganizationError(
+            f"The slug {slug!r} is longer than {SLUG_MAX} characters; give a shorter --slug.",
+            field="slug",
+        )
     taken = OrganizationError(f"The slug {slug!r} is already taken.", field="slug")
     if Organization.objects.filter(slug=slug).exists():
         raise taken
@@ -193,6 +204,8 @@ def update_organization(principal: Principal, organization: Organization, **valu
         values["name"] = (values["name"] or "").strip()
         if not values["name"]:
             raise ServiceError("The name cannot be empty.", field="name")
+        if len(values["name"]) > NAME_MAX:
+            raise ServiceError(f"At most {NAME_MAX} characters.", field="name")
     if "redaction_keys" in values:
         values["redaction_keys"] = _clean_redaction_keys(values["redaction_keys"])
     if values.get("retention_days") is not None:
@@ -832,10 +845,6 @@ class Grant:
     action: str
     user: User | None
     team: Team | None
-
-    @property
-    def holder_label(self) -> str:
-        return self.user.email if self.user is not None else f"team {self.team.name}"
 
 
 def grants_on(obj) -> list[Grant]:

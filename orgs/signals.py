@@ -14,6 +14,7 @@ from django.dispatch import receiver
 from orgs import audit
 from orgs.middleware import request_context
 from orgs.models import User
+from orgs.permissions import Principal
 
 
 def _context(request) -> dict:
@@ -34,12 +35,8 @@ def audit_login_failed(sender, credentials, request=None, **kwargs):
         if user is not None:
             audit.record_for_user(user, "account.login_failed", **_context(request))
         else:
-            audit.record(
-                None,
-                "account.login_failed",
-                target_label=email[:254],
-                changes={},
-            )
+            anonymous = Principal(organization=None, user=None, role=None, **_context(request))
+            audit.record(anonymous, "account.login_failed", target_label=email[:254])
 
 
 @receiver(password_changed, dispatch_uid="orgs.audit_password_changed")

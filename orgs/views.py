@@ -481,16 +481,25 @@ def _prepend(first, rest):
     yield from rest
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value):
+    """A cell a spreadsheet will not run: text that would start a formula gets a
+    leading apostrophe (the JSON Lines export keeps every value exact)."""
     if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return "" if value is None else value
+        value = json.dumps(value, sort_keys=True)
+    elif hasattr(value, "isoformat"):
+        value = value.isoformat(timespec="microseconds")
+    elif value is None:
+        value = ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        value = "'" + value
+    return value
 
 
 def _json_value(value):
-    return value.isoformat() if hasattr(value, "isoformat") else value
+    return value.isoformat(timespec="microseconds") if hasattr(value, "isoformat") else value
 
 
 # --- profile -------------------------------------------------------------------------------

@@ -16,5 +16,5 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         if not isinstance(request.auth, ApiKey):
-            return None  # people in the console are limited by their session, not here
+            return None  # only API keys are rate-limited here (allauth limits sign-ins)
         return f"throttle:apikey:{request.auth.pk}"

@@ -286,9 +286,7 @@ def test_access_pages_grant_and_revoke(personas):
         {"action": "change", "holder": f"user:{personas.operator.pk}"},
     )
     client.force_login(personas.operator)
-    assert (
-        "Grant an action" not in client.get(f"/settings/teams/{team.pk}/access/").content.decode()
-    )
+    assert client.get(f"/settings/teams/{team.pk}/access/").status_code == 403
     assert client.post(f"/settings/teams/{team.pk}/", {"name": "Readers+"}).status_code == 302
     assert Team.objects.get(pk=team.pk).name == "Readers+"
     refused = client.post(
@@ -296,3 +294,19 @@ def test_access_pages_grant_and_revoke(personas):
     )
     assert refused.status_code == 403
     assert as_admin.get(f"/settings/teams/{personas.team_b.pk}/access/").status_code == 404
+
+
+def test_bad_audit_filters_show_errors_not_everything(as_admin, personas):
+    services.create_team(personas.principal("ADMIN"), "Anything")
+    page = as_admin.get("/settings/audit/?since=yesterday").content.decode()
+    assert "Enter a valid date/time." in page
+    assert "team.create" not in page
+
+
+def test_csv_export_neutralizes_formulas(as_admin, personas):
+    services.create_team(personas.principal("ADMIN"), "=HYPERLINK(evil)")
+    exported = as_admin.get("/settings/audit/export/?format=csv&action=team.create")
+    rows = list(csv.DictReader(io.StringIO(b"".join(exported.streaming_content).decode())))
+    assert rows[0]["target_label"] == "'=HYPERLINK(evil)"
+    lines = b"".join(as_admin.get("/settings/audit/export/?format=jsonl").streaming_content)
+    assert '"target_label": "=HYPERLINK(evil)"' in lines.decode()

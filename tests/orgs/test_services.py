@@ -610,3 +610,27 @@ def test_a_key_made_under_a_fallback_secret_key_is_rehashed_on_use(personas, set
     assert services.authenticate_api_key(secret) == key
     settings.SECRET_KEY_FALLBACKS = []
     assert services.authenticate_api_key(secret) == key  # survives the fallback's removal
+
+
+def test_organization_names_and_slugs_have_limits(member):
+    with pytest.raises(OrganizationError, match="At most 100 characters"):
+        create_organization("x" * 101, owner=member)
+    with pytest.raises(OrganizationError, match="longer than 50 characters"):
+        create_organization("y" * 60, owner=member)
+    assert create_organization("z" * 60, owner=member, slug="zed").slug == "zed"
+
+
+def test_failed_logins_of_unknown_addresses_say_where_they_came_from(client, db):
+    client.post(
+        "/accounts/login/",
+        {"login": "ghost@nowhere.test", "password": "x" * 12},
+        REMOTE_ADDR="198.51.100.7",
+        HTTP_USER_AGENT="brute/1.0",
+    )
+    event = AuditEvent.objects.get(action="account.login_failed")
+    assert (event.ip, event.user_agent, event.organization_id) == (
+        "198.51.100.7",
+        "brute/1.0",
+        None,
+    )
+    assert event.request_id
