@@ -25,6 +25,8 @@ from django.views.generic import FormView, ListView, TemplateView, View
 from django.views.generic.detail import SingleObjectMixin
 
 from argus.errors import ServiceError
+from orgs import services
+from orgs.forms import GrantForm
 from orgs.middleware import request_principal
 from orgs.permissions import Action, OrgQuerySet, can, can_create, can_list
 
@@ -59,6 +61,16 @@ class OrgViewMixin(LoginRequiredMixin):
     def get_object(self, queryset=None):
         obj = SingleObjectMixin.get_object(self, queryset)
         return self.check_object(obj)
+
+    def check_still_visible(self, obj) -> None:
+        """Raise ``PermissionDenied`` if ``obj`` still exists but the user may no longer see it."""
+        if obj is None or obj.pk is None:
+            return
+        model = type(obj)
+        if not model._base_manager.filter(pk=obj.pk).exists():
+            return
+        if not model.objects.for_user(self.principal, Action.VIEW).filter(pk=obj.pk).exists():
+            raise PermissionDenied("The result would be outside what you may see.")
 
     def redirect(self, url: str) -> HttpResponse:
         """A redirect that htmx follows as a full navigation."""
@@ -158,16 +170,6 @@ class ServiceFormView(OrgViewMixin, FormView):
     def perform(self, form):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
-    def check_still_visible(self, obj) -> None:
-        """Raise ``PermissionDenied`` if ``obj`` still exists but the user may no longer see it."""
-        if obj is None or obj.pk is None:
-            return
-        model = type(obj)
-        if not model._base_manager.filter(pk=obj.pk).exists():
-            return
-        if not model.objects.for_user(self.principal, Action.VIEW).filter(pk=obj.pk).exists():
-            raise PermissionDenied("The result would be outside what you may see.")
-
 
 class ObjectFormView(ServiceFormView, SingleObjectMixin):
     """A service form about one object the principal may see and act on."""
@@ -186,8 +188,10 @@ class ObjectFormView(ServiceFormView, SingleObjectMixin):
 
 
 class ObjectActionView(OrgViewMixin, SingleObjectMixin, View):
-    """A POST-only action on one object: ``perform(obj)`` calls a service; its error
-    becomes an error message, and the user goes back to ``get_success_url()``."""
+    """A POST-only action on one object: ``perform(obj)`` calls a service in one
+    transaction, re-checked like :class:`ServiceFormView`; a refusal by the service
+    (an error or a permission it denies) becomes an error message, and the user goes
+    back to ``get_success_url()``."""
 
     http_method_names = ["post"]
     success_message = ""
@@ -195,9 +199,14 @@ class ObjectActionView(OrgViewMixin, SingleObjectMixin, View):
     def post(self, request, *args, **kwargs):
         self.object = self.get_object()
         try:
-            response = self.perform(self.object)
+            with transaction.atomic():
+                response = self.perform(self.object)
+                self.check_still_visible(self.object)
         except ServiceError as exc:
             messages.error(request, exc.message)
+            return self.redirect(self.get_success_url())
+        except PermissionDenied as exc:
+            messages.error(request, str(exc) or "You are not allowed to do this.")
             return self.redirect(self.get_success_url())
         if response is not None:
             return response
@@ -235,9 +244,6 @@ class ObjectGrantsView(OrgViewMixin, SingleObjectMixin, TemplateView):
         return self.render_to_response(self.get_context_data())
 
     def post(self, request, *args, **kwargs):
-        from orgs import services
-        from orgs.forms import GrantForm
-
         self.object = self.get_grants_object()
         form = GrantForm(request.POST, principal=self.principal)
         if not form.is_valid():
@@ -259,9 +265,6 @@ class ObjectGrantsView(OrgViewMixin, SingleObjectMixin, TemplateView):
         return self.redirect(request.path)
 
     def get_context_data(self, **kwargs):
-        from orgs import services
-        from orgs.forms import GrantForm
-
         context = super().get_context_data(**kwargs)
         context["grants"] = services.grants_on(self.object)
         context.setdefault("form", GrantForm(principal=self.principal))

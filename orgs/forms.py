@@ -4,7 +4,7 @@ from django import forms
 
 from orgs.choices import Role, Scope
 from orgs.models import Membership, Organization, Team
-from orgs.permissions import Action
+from orgs.permissions import ROLE_RANK, Action
 
 
 class OrganizationSettingsForm(forms.ModelForm):
@@ -73,8 +73,6 @@ class ApiKeyForm(forms.Form):
 
     def __init__(self, *args, principal=None, **kwargs):
         super().__init__(*args, **kwargs)
-        from orgs.permissions import ROLE_RANK
-
         if principal is not None and principal.role:
             rank = ROLE_RANK[principal.role]
             self.fields["role"].choices = [

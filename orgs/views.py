@@ -5,9 +5,11 @@ import csv
 import json
 from datetime import timedelta
 
+from allauth.mfa.models import Authenticator
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Prefetch
 from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
@@ -446,8 +448,6 @@ class AuditExportView(OrgViewMixin, View):
             )
         rows = filterset.qs if filterset.is_bound else queryset
         filters = {key: value for key, value in request.GET.items() if key != "format"}
-        from django.db import transaction
-
         with transaction.atomic():
             audit.record(
                 self.principal,
@@ -511,8 +511,6 @@ class ProfileView(LoginRequiredMixin, TemplateView):
     template_name = "orgs/profile.html"
 
     def get_context_data(self, **kwargs):
-        from allauth.mfa.models import Authenticator
-
         context = super().get_context_data(**kwargs)
         user = self.request.user
         context["form"] = kwargs.get("form") or forms.ProfileForm(initial={"name": user.name})

@@ -1,4 +1,5 @@
-"""Every API error as ``{"detail": "...", "errors": {"field": ["message"]}}`` (ARCHITECTURE §9)."""
+"""Every API error as ``{"detail": "...", "code": "...", "errors": {"field": ["message"]}}``
+(ARCHITECTURE §9); ``code`` is stable for programs (``plan_limit``, ``not_found``…)."""
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -15,6 +16,11 @@ def _messages(value) -> list[str]:
     if isinstance(value, list | tuple):
         return [str(item) for item in value]
     return [str(value)]
+
+
+def _code(exc) -> str:
+    """A stable machine-readable code: DRF's (``not_found``, ``throttled``…)."""
+    return str(getattr(exc, "default_code", "error"))
 
 
 def exception_handler(exc, context):
@@ -46,12 +52,13 @@ def exception_handler(exc, context):
         )
         first = next(iter(errors.values()), ["Invalid input."])
         detail = "Invalid input: " + first[0] if first else "Invalid input."
-        response.data = {"detail": detail, "errors": errors}
+        response.data = {"detail": detail, "code": "invalid", "errors": errors}
     elif isinstance(data, dict) and "detail" in data:
-        response.data = {"detail": str(data["detail"]), "errors": {}}
+        response.data = {"detail": str(data["detail"]), "code": _code(exc), "errors": {}}
     else:
         response.data = {
             "detail": "Request failed.",
+            "code": _code(exc),
             "errors": {"non_field_errors": _messages(data)},
         }
     if response.status_code == status.HTTP_401_UNAUTHORIZED and "WWW-Authenticate" not in response:

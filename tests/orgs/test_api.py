@@ -66,7 +66,11 @@ def test_bad_keys_get_the_same_401(client, personas):
     ]
     for response in answers:
         assert response.status_code == 401
-        assert response.json() == {"detail": "Invalid, expired or revoked API key.", "errors": {}}
+        assert response.json() == {
+            "detail": "Invalid, expired or revoked API key.",
+            "code": "authentication_failed",
+            "errors": {},
+        }
         assert response["WWW-Authenticate"].startswith("Bearer")
     assert client.get("/api/v1/me/", **bearer(secret)).status_code == 200
     assert ApiKey.objects.get(pk=key.pk).use_count == 1
@@ -243,7 +247,11 @@ def test_errors_have_one_shape(client, personas):
     not_json = client.post("/api/v1/teams/", "name=x", content_type="text/plain")
     assert not_json.status_code == 415
     assert not_json.json()["detail"]
-    assert client.get("/api/v1/teams/999999/").json() == {"detail": "Not found.", "errors": {}}
+    assert client.get("/api/v1/teams/999999/").json() == {
+        "detail": "Not found.",
+        "code": "not_found",
+        "errors": {},
+    }
 
 
 def test_invitation_endpoints(client, personas):
