@@ -3,7 +3,8 @@
 from django.urls import NoReverseMatch, reverse
 from django.utils.functional import SimpleLazyObject
 
-from orgs.permissions import Action, Principal
+from orgs.middleware import request_principal
+from orgs.permissions import Action
 from orgs.services import organizations_of
 
 # (label, URL name). Sections whose app has not registered its pages yet are shown
@@ -37,10 +38,8 @@ def navigation(request):
         items.append({"label": label, "url": url, "active": active})
     organization = getattr(request, "organization", None) or None
     role = organization.member_role if organization is not None else None
-    can_manage = False
-    if organization is not None:
-        principal = Principal.member(user, getattr(organization, "_wrapped", organization))
-        can_manage = principal.org_allows(Action.MANAGE)
+    principal = request_principal(request) if organization is not None else None
+    can_manage = principal is not None and principal.org_allows(Action.MANAGE)
     return {
         "nav_items": items,
         "current_organization": organization,

@@ -28,7 +28,15 @@ from argus.errors import ServiceError
 from orgs import services
 from orgs.forms import GrantForm
 from orgs.middleware import request_principal
-from orgs.permissions import Action, OrgQuerySet, can, can_create, can_list
+from orgs.permissions import (
+    Action,
+    OrgQuerySet,
+    can,
+    can_create,
+    can_list,
+    denial,
+    still_visible,
+)
 
 
 class OrgViewMixin(LoginRequiredMixin):
@@ -53,9 +61,7 @@ class OrgViewMixin(LoginRequiredMixin):
         if self.required_action != Action.VIEW and not can(
             self.principal, self.required_action, obj
         ):
-            raise PermissionDenied(
-                f"You are not allowed to {self.required_action} this {obj._meta.verbose_name}."
-            )
+            raise PermissionDenied(denial(self.principal, self.required_action, type(obj)))
         return obj
 
     def get_object(self, queryset=None):
@@ -64,12 +70,7 @@ class OrgViewMixin(LoginRequiredMixin):
 
     def check_still_visible(self, obj) -> None:
         """Raise ``PermissionDenied`` if ``obj`` still exists but the user may no longer see it."""
-        if obj is None or obj.pk is None:
-            return
-        model = type(obj)
-        if not model._base_manager.filter(pk=obj.pk).exists():
-            return
-        if not model.objects.for_user(self.principal, Action.VIEW).filter(pk=obj.pk).exists():
+        if obj is not None and not still_visible(self.principal, obj):
             raise PermissionDenied("The result would be outside what you may see.")
 
     def redirect(self, url: str) -> HttpResponse:

@@ -1,8 +1,10 @@
 """Puts the organization the user works in, and the acting principal, on every request."""
 
+import ipaddress
+
 from django.utils.functional import SimpleLazyObject
 
-from orgs.permissions import Principal, client_ip
+from orgs.permissions import Principal
 from orgs.services import current_organization
 
 
@@ -17,6 +19,14 @@ class CurrentOrganizationMiddleware:
             lambda: current_organization(request.user, request.session)
         )
         return self.get_response(request)
+
+
+def client_ip(meta: dict) -> str | None:
+    """The caller's address as Django saw it (``REMOTE_ADDR``), if it is a valid IP."""
+    try:
+        return str(ipaddress.ip_address(meta.get("REMOTE_ADDR", "")))
+    except ValueError:
+        return None
 
 
 def request_context(request) -> dict:

@@ -25,7 +25,6 @@ Models declare how they take part with class attributes:
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -287,15 +286,20 @@ def _organization_id(obj: models.Model) -> Any:
     return getattr(value, f"{last}_id")
 
 
+def _reachable(principal: Principal, model: type[models.Model]) -> bool:
+    """Steps 1 and 2: a member (not a former one), and no API key on session-only rows."""
+    if not principal.is_member:
+        return False
+    return principal.api_key is None or not getattr(model, "session_only", False)
+
+
 def can(principal: Principal, action: str, obj: models.Model) -> bool:
     """Whether ``principal`` may do ``action`` on ``obj``.
 
     False for an object of another organization: callers turn that into a 404.
     """
     model = type(obj)
-    if not principal.is_member or _organization_id(obj) != principal.organization.pk:
-        return False
-    if principal.api_key is not None and getattr(model, "session_only", False):
+    if not _reachable(principal, model) or _organization_id(obj) != principal.organization.pk:
         return False
     owner_field = getattr(model, "owner_field", None)
     owns = (
@@ -316,9 +320,7 @@ def can(principal: Principal, action: str, obj: models.Model) -> bool:
 
 def can_create(principal: Principal, model: type[models.Model]) -> bool:
     """Whether ``principal`` may create ``model`` rows in its organization."""
-    if not principal.is_member:
-        return False
-    if principal.api_key is not None and getattr(model, "session_only", False):
+    if not _reachable(principal, model):
         return False
     if getattr(model, "owner_field", None) and principal.scope_allows(Action.CHANGE):
         return True
@@ -329,14 +331,34 @@ def can_create(principal: Principal, model: type[models.Model]) -> bool:
 def can_list(principal: Principal, model: type[models.Model]) -> bool:
     """Whether a list of ``model`` can show the principal anything at all: its role
     (or an organization grant) allows viewing them, or it may own or be granted some."""
-    if not principal.is_member:
-        return False
-    if principal.api_key is not None and getattr(model, "session_only", False):
+    if not _reachable(principal, model):
         return False
     if getattr(model, "owner_field", None) or carries_grants(model):
         return True
     needed = mapped_action(model, Action.VIEW)
     return principal.scope_allows(needed) and principal.org_allows(needed)
+
+
+def denial(
+    principal: Principal, action: str, model: type[models.Model], *, creating: bool = False
+) -> str:
+    """Why ``principal`` may not do ``action`` on a ``model`` row (or create one), said
+    the same way by services, views and the API: the key's scopes, or the rights."""
+    needed = mapped_action(model, action)
+    if principal.api_key is not None and not principal.scope_allows(needed):
+        return f"This API key's scopes do not allow '{needed}'."
+    if creating:
+        return f"You are not allowed to create a {model._meta.verbose_name}."
+    return f"You are not allowed to {needed} this {model._meta.verbose_name}."
+
+
+def still_visible(principal: Principal, obj: models.Model) -> bool:
+    """After a write: whether ``obj`` (if it still exists) is still in the principal's
+    permitted set; the base views roll the write back when it is not."""
+    model = type(obj)
+    if obj.pk is None or not model._base_manager.filter(pk=obj.pk).exists():
+        return True
+    return model.objects.for_user(principal, Action.VIEW).filter(pk=obj.pk).exists()
 
 
 class OrgQuerySet(models.QuerySet):
@@ -351,9 +373,7 @@ class OrgQuerySet(models.QuerySet):
         subqueries, so it composes with further filters and pagination."""
         model = self.model
         scoped = self.in_organization(principal.organization)
-        if not principal.is_member:
-            return scoped.none()
-        if principal.api_key is not None and getattr(model, "session_only", False):
+        if not _reachable(principal, model):
             return scoped.none()
         allowed = Q(pk__in=[])
         owner_field = getattr(model, "owner_field", None)
@@ -372,12 +392,3 @@ class OrgQuerySet(models.QuerySet):
             if condition is not None:
                 allowed |= condition
         return scoped.filter(allowed)
-
-
-def client_ip(meta: dict) -> str | None:
-    """The caller's address as Django saw it (``REMOTE_ADDR``), if it is a valid IP."""
-    address = meta.get("REMOTE_ADDR", "")
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return None

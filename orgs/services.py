@@ -37,6 +37,7 @@ from orgs.permissions import (
     can,
     can_create,
     carries_grants,
+    denial,
     grant_models,
     mapped_action,
     user_grant_models,
@@ -62,18 +63,13 @@ class OrganizationError(ServiceError):
 def require(principal: Principal, action: str, obj) -> None:
     """Raise ``PermissionDenied`` unless ``principal`` may do ``action`` on ``obj``."""
     if not can(principal, action, obj):
-        needed = mapped_action(type(obj), action)
-        raise PermissionDenied(
-            f"You are not allowed to {needed} this {obj._meta.verbose_name}."
-            if principal.api_key is None or principal.scope_allows(needed)
-            else f"This API key's scopes do not allow '{needed}'."
-        )
+        raise PermissionDenied(denial(principal, action, type(obj)))
 
 
 def require_create(principal: Principal, model) -> None:
     """Raise ``PermissionDenied`` unless ``principal`` may create ``model`` rows."""
     if not can_create(principal, model):
-        raise PermissionDenied(f"You are not allowed to create a {model._meta.verbose_name}.")
+        raise PermissionDenied(denial(principal, Action.CHANGE, model, creating=True))
 
 
 def require_session(principal: Principal, what: str) -> None:

@@ -14,7 +14,7 @@ from django.db import transaction
 from rest_framework import exceptions, viewsets
 
 from orgs.middleware import request_principal
-from orgs.permissions import Action, can, can_create, mapped_action
+from orgs.permissions import Action, can, can_create, denial, still_visible
 
 SAFE_ACTIONS = {"list", "retrieve", "metadata"}
 
@@ -73,23 +73,15 @@ class OrgViewSet(viewsets.GenericViewSet):
         if principal is None or self.detail or self.action in SAFE_ACTIONS:
             return
         if self.action == "create" and not can_create(principal, self.model):
-            needed = mapped_action(self.model, Action.CHANGE)
             raise exceptions.PermissionDenied(
-                f"This API key's scopes do not allow '{needed}'."
-                if not principal.scope_allows(needed)
-                else f"You are not allowed to create a {self.model._meta.verbose_name}."
+                denial(principal, Action.CHANGE, self.model, creating=True)
             )
 
     def check_object_permissions(self, request, obj):
         super().check_object_permissions(request, obj)
         action = self.required_action()
         if action != Action.VIEW and not can(self.principal, action, obj):
-            needed = mapped_action(type(obj), action)
-            raise exceptions.PermissionDenied(
-                f"This API key's scopes do not allow '{needed}'."
-                if not self.principal.scope_allows(needed)
-                else f"You are not allowed to {needed} this {obj._meta.verbose_name}."
-            )
+            raise exceptions.PermissionDenied(denial(self.principal, action, type(obj)))
 
     def write(self, service, *args, **kwargs):
         """Call a service in a transaction and re-check that its result (a row of this
@@ -97,8 +89,6 @@ class OrgViewSet(viewsets.GenericViewSet):
         with transaction.atomic():
             result = service(self.principal, *args, **kwargs)
             obj = result[0] if isinstance(result, tuple) else result
-            if isinstance(obj, self.model) and not (
-                self.model.objects.for_user(self.principal, Action.VIEW).filter(pk=obj.pk).exists()
-            ):
+            if isinstance(obj, self.model) and not still_visible(self.principal, obj):
                 raise exceptions.PermissionDenied("The result would be outside what you may see.")
         return result
