@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 from guardian.shortcuts import assign_perm, remove_perm
@@ -375,14 +378,10 @@ def _require_admin(principal: Principal) -> None:
 def _forget_member(principal: Principal, user: User, organization: Organization) -> None:
     """Revoke a departing member's API keys and delete their per-object grants in the
     organization (inside the removal's transaction), auditing both."""
-    now = timezone.now()
     for key in ApiKey.objects.filter(
         organization=organization, created_by=user, revoked_at__isnull=True
     ):
-        ApiKey.objects.filter(pk=key.pk).update(
-            revoked_at=now, previous_hash=None, previous_valid_until=None
-        )
-        audit.record(principal, "apikey.revoke", key, changes={"reason": [None, "member left"]})
+        _revoke_key(principal, key, reason="member left")
     for grant_model in user_grant_models():
         path = getattr(
             grant_model._meta.get_field("content_object").related_model,
@@ -496,13 +495,17 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _expire_lapsed_invitations(organization: Organization, email: str) -> None:
+def _expire_lapsed_invitations(
+    organization: Organization, email: str, *, keep: int | None = None
+) -> None:
+    """Mark the address's lapsed pending invitations expired (except ``keep``), so the
+    one-pending-invitation constraint only sees live ones."""
     Invitation.objects.filter(
         organization=organization,
         email__iexact=email,
         status=InvitationStatus.PENDING,
         expires_at__lte=timezone.now(),
-    ).update(status=InvitationStatus.EXPIRED)
+    ).exclude(pk=keep).update(status=InvitationStatus.EXPIRED)
 
 
 def invite(principal: Principal, email: str, role: str) -> tuple[Invitation, str]:
@@ -518,7 +521,7 @@ def invite(principal: Principal, email: str, role: str) -> tuple[Invitation, str
     email = (email or "").strip()
     try:
         validate_email(email)
-    except Exception:
+    except ValidationError:
         raise ServiceError("Enter a valid email address.", field="email") from None
     _check_role(principal, role)
     token = secrets.token_urlsafe(32)
@@ -582,12 +585,7 @@ def resend_invitation(principal: Principal, invitation: Invitation) -> tuple[Inv
             enforce_limit(
                 current.organization, Limit.MEMBERS, used=_seats_taken(current.organization)
             )
-            Invitation.objects.filter(
-                organization=current.organization,
-                email__iexact=current.email,
-                status=InvitationStatus.PENDING,
-                expires_at__lte=now,
-            ).exclude(pk=current.pk).update(status=InvitationStatus.EXPIRED)
+            _expire_lapsed_invitations(current.organization, current.email, keep=current.pk)
         resendable = [InvitationStatus.PENDING, InvitationStatus.EXPIRED]
         updated = Invitation.objects.filter(pk=invitation.pk, status__in=resendable).update(
             token_hash=_token_hash(token),
@@ -680,8 +678,6 @@ def accept_invitation(token: str, user: User, *, ip=None, user_agent="") -> Memb
 
 def invitation_url(token: str) -> str:
     """The absolute link that accepts an invitation."""
-    from django.urls import reverse
-
     return settings.ARGUS_PUBLIC_URL.rstrip("/") + reverse("orgs:invitation_accept", args=[token])
 
 
@@ -1001,16 +997,23 @@ def revoke_api_key(principal: Principal, key: ApiKey) -> ApiKey:
     require_session(principal, "Managing API keys")
     require(principal, Action.CHANGE, key)
     with transaction.atomic():
-        now = timezone.now()
-        updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
-            revoked_at=now, previous_hash=None, previous_valid_until=None
-        )
-        if updated != 1:
-            raise Conflict("This key is already revoked.")
-        key.refresh_from_db()
-        audit.record(principal, "apikey.revoke", key)
-        events.access_changed(key.created_by_id)  # its open sockets must go
+        _revoke_key(principal, key)
+    key.refresh_from_db()
     return key
+
+
+def _revoke_key(principal: Principal, key: ApiKey, *, reason: str | None = None) -> None:
+    """Revoke ``key`` (both secrets) inside the caller's transaction, audit it and
+    close its sockets after commit. Raises ``Conflict`` when it is already revoked."""
+    updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), previous_hash=None, previous_valid_until=None
+    )
+    if updated != 1:
+        raise Conflict("This key is already revoked.")
+    audit.record(
+        principal, "apikey.revoke", key, changes={"reason": [None, reason]} if reason else None
+    )
+    events.access_changed(key.created_by_id)
 
 
 def rotate_api_key(principal: Principal, key: ApiKey, *, grace: timedelta = timedelta(0)):
@@ -1122,6 +1125,7 @@ def update_profile(user: User, name: str, *, ip=None, user_agent="", request_id=
             "account.profile_update",
             ip=ip,
             user_agent=user_agent,
+            request_id=request_id,
             changes={"name": [before, name]},
         )
     return user
@@ -1185,10 +1189,6 @@ def ensure_account(email: str, password: str | None = None) -> tuple[User, str |
 
     Raises ``ServiceError`` for a bad address or a password the validators refuse.
     """
-    from allauth.account.models import EmailAddress
-    from django.contrib.auth.password_validation import validate_password
-    from django.core.exceptions import ValidationError
-
     email = (email or "").strip()
     try:
         validate_email(email)
@@ -1204,10 +1204,16 @@ def ensure_account(email: str, password: str | None = None) -> tuple[User, str |
         validate_password(password, User(email=email))
     except ValidationError as exc:
         raise ServiceError(" ".join(exc.messages), field="password") from None
+    return _new_account(email, password), generated
+
+
+def _new_account(email: str, password: str, *, superuser: bool = False, **fields) -> User:
+    """A user whose address allauth knows as verified, so they can sign in at once."""
     with transaction.atomic():
-        user = User.objects.create_user(email, password)
+        create = User.objects.create_superuser if superuser else User.objects.create_user
+        user = create(email, password, **fields)
         EmailAddress.objects.create(user=user, email=email, primary=True, verified=True)
-    return user, generated
+    return user
 
 
 def seed_demo_organization(data_dir: Path) -> tuple[User, str | None, bool]:
@@ -1218,8 +1224,6 @@ def seed_demo_organization(data_dir: Path) -> tuple[User, str | None, bool]:
     was created now. The password file is readable by its owner only. The demo
     organization has four-eyes approval off, so one person can try everything.
     """
-    from allauth.account.models import EmailAddress
-
     login_file = Path(data_dir) / DEMO_LOGIN_FILE
     with transaction.atomic():
         user = User.objects.filter(email__iexact=DEMO_EMAIL).first()
@@ -1227,8 +1231,7 @@ def seed_demo_organization(data_dir: Path) -> tuple[User, str | None, bool]:
         password = None
         if created:
             password = secrets.token_urlsafe(12)
-            user = User.objects.create_superuser(DEMO_EMAIL, password, name="Demo admin")
-            EmailAddress.objects.create(user=user, email=DEMO_EMAIL, primary=True, verified=True)
+            user = _new_account(DEMO_EMAIL, password, superuser=True, name="Demo admin")
         organization = Organization.objects.filter(slug=DEMO_SLUG).first()
         if organization is None:
             organization = create_organization(
@@ -1236,7 +1239,7 @@ def seed_demo_organization(data_dir: Path) -> tuple[User, str | None, bool]:
             )
             created = True
         elif not Membership.objects.filter(user=user, organization=organization).exists():
-            Membership.objects.create(user=user, organization=organization, role=Role.ADMIN)
+            _join(Principal.system(organization), organization, user, Role.ADMIN)
     if password is not None:
         login_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         login_file.touch(mode=0o600)
