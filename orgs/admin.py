@@ -199,34 +199,28 @@ class UserAdmin(ServiceWritesAdmin, DjangoUserAdmin):
         with transaction.atomic():
             super().save_model(request, obj, form, change)
             if change:
-                services.staff_update_account(request.user, obj, before, **_context(request))
+                services.staff_update_account(request.user, obj, before, **request_context(request))
             else:
-                audit.record_for_user(
-                    obj, "account.create", actor=request.user, channel="admin",
-                    **_context(request),
-                )  # fmt: skip
+                services.record_staff_action(
+                    request.user, obj, "account.create", **request_context(request)
+                )
 
     def delete_model(self, request, obj):
         try:
-            services.staff_delete_account(request.user, obj, **_context(request))
+            services.staff_delete_account(request.user, obj, **request_context(request))
         except ServiceError as exc:
             raise Refused(exc.message) from exc
 
     def user_change_password(self, request, id, form_url=""):
         response = super().user_change_password(request, id, form_url)
         if request.method == "POST" and response.status_code == 302:
-            user = User.objects.get(pk=id)
-            with transaction.atomic():
-                audit.record_for_user(
-                    user, "account.password_change", actor=request.user, channel="admin",
-                    **_context(request),
-                )  # fmt: skip
+            services.record_staff_action(
+                request.user,
+                User.objects.get(pk=id),
+                "account.password_change",
+                **request_context(request),
+            )
         return response
-
-
-def _context(request) -> dict:
-    context = request_context(request)
-    return {key: context[key] for key in ("ip", "user_agent", "request_id")}
 
 
 class MembershipInline(admin.TabularInline):

@@ -172,16 +172,26 @@ class Break:
     reason: str
 
 
+def chain_keys(organization: Organization | None = None) -> list[str]:
+    """The chains to check: one organization's, or every chain with a head plus every
+    organization's (even before its first event); installation first, then by id."""
+    if organization is not None:
+        return [chain_key(organization.pk)]
+    keys = set(AuditChainHead.objects.values_list("key", flat=True))
+    keys.update(chain_key(pk) for pk in Organization.objects.values_list("pk", flat=True))
+    return sorted(keys, key=_chain_order)
+
+
+def _chain_order(key: str) -> tuple[int, int]:
+    if key == INSTALLATION_CHAIN:
+        return (0, 0)
+    return (1, int(key.split(":", 1)[1]))
+
+
 def verify(organization: Organization | None = None) -> list[Break]:
     """Walk every chain (or one organization's) and return every break, chain by chain
     in sequence order; an empty list means the log is intact."""
-    if organization is not None:
-        keys = [chain_key(organization.pk)]
-    else:
-        keys = list(AuditChainHead.objects.values_list("key", flat=True))
-        known = {chain_key(pk) for pk in Organization.objects.values_list("pk", flat=True)}
-        keys += sorted(known - set(keys))
-    return [problem for key in keys for problem in verify_chain(key)]
+    return [problem for key in chain_keys(organization) for problem in verify_chain(key)]
 
 
 def verify_chain(key: str) -> list[Break]:

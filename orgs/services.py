@@ -644,8 +644,9 @@ def check_invitation(invitation: Invitation | None) -> Invitation:
     return invitation
 
 
-def accept_invitation(token: str, user: User, *, ip=None, user_agent="") -> Membership:
-    """Join the invitation's organization as ``user``, whose email must be the invited one.
+def accept_invitation(token: str, user: User, **context) -> Membership:
+    """Join the invitation's organization as ``user``, whose email must be the invited one
+    (``context``: where the request came from, for the audit trail).
 
     Raises :class:`InvitationError` for an unknown, used, revoked or expired token or
     another address; ``Conflict`` if already a member; ``LimitExceeded`` at the limit.
@@ -656,14 +657,7 @@ def accept_invitation(token: str, user: User, *, ip=None, user_agent="") -> Memb
             f"This invitation was sent to {invitation.email}; you are signed in as {user.email}."
         )
     organization = invitation.organization
-    principal = Principal(
-        organization=organization,
-        user=user,
-        role=invitation.role,
-        channel="console",
-        ip=ip,
-        user_agent=user_agent,
-    )
+    principal = Principal(organization=organization, user=user, role=invitation.role, **context)
     with transaction.atomic():
         _lock_organization(organization)
         used = Invitation.objects.filter(
@@ -1109,6 +1103,18 @@ def record_api_key_use(key: ApiKey) -> None:
     )
 
 
+def record_audit_export(principal: Principal, export_format: str, filters: dict) -> None:
+    """Audit that the principal exported the audit log (``manage``), and how."""
+    require(principal, Action.MANAGE, principal.organization)
+    with transaction.atomic():
+        audit.record(
+            principal,
+            "audit.export",
+            principal.organization,
+            changes={"format": [None, export_format], "filters": [None, filters]},
+        )
+
+
 def update_profile(user: User, name: str, *, ip=None, user_agent="", request_id="") -> User:
     """Change the user's display name; audited in each of their organizations."""
     name = (name or "").strip()
@@ -1132,6 +1138,13 @@ def update_profile(user: User, name: str, *, ip=None, user_agent="", request_id=
 
 
 ACCOUNT_FIELDS = ("email", "name", "is_active", "is_staff", "is_superuser")
+
+
+def record_staff_action(staff: User, user: User, action: str, **context) -> None:
+    """Audit something staff did to an account in the admin (created it, set its
+    password) in each of the account's organizations."""
+    with transaction.atomic():
+        audit.record_for_user(user, action, actor=staff, channel="admin", **context)
 
 
 def staff_update_account(staff: User, user: User, before: dict, **context) -> None:

@@ -9,7 +9,6 @@ from allauth.mfa.models import Authenticator
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Prefetch
 from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
@@ -253,11 +252,8 @@ class InvitationAcceptView(View):
         if not request.user.is_authenticated:
             request.session[INVITATION_SESSION_KEY] = token
             return HttpResponseRedirect(reverse("account_login"))
-        context = request_context(request)
         try:
-            membership = services.accept_invitation(
-                token, request.user, ip=context["ip"], user_agent=context["user_agent"]
-            )
+            membership = services.accept_invitation(token, request.user, **request_context(request))
         except ServiceError as exc:
             invitation = services.find_invitation(token)
             return render(
@@ -448,13 +444,7 @@ class AuditExportView(OrgViewMixin, View):
             )
         rows = filterset.qs if filterset.is_bound else queryset
         filters = {key: value for key, value in request.GET.items() if key != "format"}
-        with transaction.atomic():
-            audit.record(
-                self.principal,
-                "audit.export",
-                self.principal.organization,
-                changes={"format": [None, export_format], "filters": [None, filters]},
-            )
+        services.record_audit_export(self.principal, export_format, filters)
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         name = f"argus-audit-{self.principal.organization.slug}-{stamp}.{export_format}"
         if export_format == "csv":

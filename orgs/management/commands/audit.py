@@ -26,13 +26,7 @@ class Command(BaseCommand):
         breaks: dict[str, list] = {}
         for problem in audit.verify(organization):
             breaks.setdefault(problem.chain, []).append(problem)
-        if organization is not None:
-            chains = [audit.chain_key(organization.pk)]
-        else:
-            # Every chain with a head, and every organization's even before its first event.
-            chains = set(AuditChainHead.objects.values_list("key", flat=True)) | set(breaks)
-            chains.update(map(audit.chain_key, Organization.objects.values_list("pk", flat=True)))
-            chains = sorted(chains, key=_chain_order)
+        chains = audit.chain_keys(organization)
         slugs = dict(Organization.objects.values_list("pk", "slug"))
         events = AuditEvent.objects.all()
         if organization is not None:
@@ -69,12 +63,6 @@ class Command(BaseCommand):
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _chain_order(chain: str) -> tuple[int, int]:
-    if chain == audit.INSTALLATION_CHAIN:
-        return (0, 0)
-    return (1, int(chain.split(":", 1)[1]))
 
 
 def _label(chain: str, slugs: dict[int, str]) -> str:
