@@ -12,26 +12,19 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier
 
 from orgs.permissions import Principal
-from orgs.services import API_KEY_PREFIX, authenticate_api_key, record_api_key_use
+from orgs.services import authenticate_api_key, presented_api_key, record_api_key_use
 
 
 def api_key_secret(headers) -> str | None:
-    """The API key a handshake presents, or ``None``; a bearer token of another kind is
-    returned as is, so that it is refused rather than ignored."""
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin1").partition(" ")
-            if scheme.lower() == "bearer":
-                return token.strip()
-        elif name == b"x-api-key":
-            return value.decode("latin1").strip()
-    return None
+    """The API key a handshake presents (see ``presented_api_key``), or ``None``."""
+    found = {name: value.decode("latin1") for name, value in headers}
+    return presented_api_key(found.get(b"authorization"), found.get(b"x-api-key"))
 
 
 @database_sync_to_async
 def _authenticate(secret: str):
-    key = authenticate_api_key(secret) if secret.startswith(API_KEY_PREFIX) else None
-    if key is None or not key.created_by.is_active:
+    key = authenticate_api_key(secret)
+    if key is None:
         return None
     if not Principal.for_api_key(key).is_member:
         return None  # its creator left: it acts for nobody

@@ -1055,6 +1055,17 @@ def rotate_api_key(principal: Principal, key: ApiKey, *, grace: timedelta = time
     return current, secret
 
 
+def presented_api_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The secret a caller presents, from ``Authorization: Bearer …`` or ``X-API-Key``;
+    ``None`` when it presents none (another ``Authorization`` scheme is not ours). Any
+    bearer token counts, so a wrong one is refused rather than ignored."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return token.strip()
+    return x_api_key.strip() if x_api_key is not None else None
+
+
 def authenticate_api_key(secret: str) -> ApiKey | None:
     """The active key a secret belongs to (its current one, or the previous one within
     a rotation's grace period); ``None`` for anything else, without saying why.
@@ -1069,7 +1080,7 @@ def authenticate_api_key(secret: str) -> ApiKey | None:
     current = _hash_secret(secret, settings.SECRET_KEY)
     hashes = [current, *(_hash_secret(secret, old) for old in settings.SECRET_KEY_FALLBACKS)]
     key = _active_key(hashes)
-    if key is None:
+    if key is None or not key.created_by.is_active:
         return None
     field = "key_hash" if key.key_hash in hashes else "previous_hash"
     if getattr(key, field) != current:

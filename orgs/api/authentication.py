@@ -3,7 +3,7 @@
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from orgs.services import API_KEY_PREFIX, authenticate_api_key, record_api_key_use
+from orgs.services import authenticate_api_key, presented_api_key, record_api_key_use
 
 INVALID = "Invalid, expired or revoked API key."
 
@@ -16,32 +16,19 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     """
 
     def authenticate(self, request):
-        secret = self._secret(request)
+        secret = presented_api_key(
+            request.META.get("HTTP_AUTHORIZATION"), request.META.get("HTTP_X_API_KEY")
+        )
         if secret is None:
             return None
         key = authenticate_api_key(secret)
-        if key is None or not key.created_by.is_active:
+        if key is None:
             raise exceptions.AuthenticationFailed(INVALID)
         record_api_key_use(key)
         return key.created_by, key
 
     def authenticate_header(self, request):
         return 'Bearer realm="api"'
-
-    @staticmethod
-    def _secret(request) -> str | None:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if header:
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() == "bearer":
-                value = value.strip()
-                if not value.startswith(API_KEY_PREFIX):
-                    raise exceptions.AuthenticationFailed(INVALID)
-                return value
-        value = request.META.get("HTTP_X_API_KEY")
-        if value is not None:
-            return value.strip()
-        return None
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

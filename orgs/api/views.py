@@ -15,8 +15,8 @@ from orgs import services
 from orgs.api import serializers
 from orgs.filters import AuditFilter, InvitationFilter, MemberFilter
 from orgs.middleware import request_principal
-from orgs.models import ApiKey, AuditEvent, Invitation, Membership, Team
-from orgs.permissions import ROLE_ACTIONS, Action
+from orgs.models import ApiKey, AuditEvent, Invitation, Membership, Organization, Team
+from orgs.permissions import Action, can, denial
 
 
 class MeView(APIView):
@@ -29,13 +29,19 @@ class MeView(APIView):
         organization = principal.organization if principal else None
         if organization is not None and principal.role is not None:
             organization.member_role = principal.role
-        actions = []
-        if principal is not None and principal.is_member:
-            actions = [
+        # What the caller may do across the organization: its role and the grants on the
+        # organization itself, within a key's scopes.
+        actions = (
+            [
                 name
                 for name in Action.values
-                if principal.scope_allows(name) and name in ROLE_ACTIONS[principal.role]
+                if principal.is_member
+                and principal.scope_allows(name)
+                and principal.org_allows(name)
             ]
+            if principal is not None
+            else []
+        )
         key = request.auth if isinstance(request.auth, ApiKey) else None
         data = {
             "id": user.pk,
@@ -77,8 +83,8 @@ class OrganizationView(APIView):
         principal = request_principal(request, channel="api")
         if principal is None or not principal.is_member:
             raise PermissionDenied("You are not a member of any organization.")
-        if not principal.scope_allows(Action.VIEW):
-            raise PermissionDenied("This API key's scopes do not allow 'view'.")
+        if not can(principal, Action.VIEW, principal.organization):
+            raise PermissionDenied(denial(principal, Action.VIEW, Organization))
         principal.organization.member_role = principal.role
         return principal
 

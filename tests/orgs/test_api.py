@@ -355,3 +355,14 @@ def test_organization_endpoint(client, personas):
     assert bad.status_code == 409
     assert bad.json()["errors"] == {"retention_days": [bad.json()["detail"]]}
     assert AuditEvent.objects.filter(action="organization.update").count() == 1
+
+
+def test_me_reports_organization_grants_for_people_but_not_for_keys(client, personas):
+    services.grant(personas.principal("ADMIN"), "manage", personas.org_a, user=personas.manager)
+    client.force_login(personas.manager)
+    assert "manage" in client.get("/api/v1/me/").json()["actions"]
+    client.logout()
+    _key, secret = services.create_api_key(
+        personas.principal("MANAGER"), "k", scopes=["admin"], role="MANAGER"
+    )
+    assert client.get("/api/v1/me/", **bearer(secret)).json()["actions"] == ["view"]
