@@ -53,7 +53,6 @@ class OrganizationSettingsView(ServiceFormView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["usage"] = services.usage(self.principal.organization)
-        context["can_manage"] = can(self.principal, Action.MANAGE, self.principal.organization)
         return context
 
     def post(self, request, *args, **kwargs):
@@ -117,7 +116,6 @@ class MemberListView(ObjectListView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context["can_manage"] = can(self.principal, Action.MANAGE, self.principal.organization)
         context["role_form"] = forms.RoleForm()
         return context
 
