@@ -152,21 +152,29 @@ class ActionFilter(admin.SimpleListFilter):
 # --- people and organizations ---------------------------------------------------------------
 
 
-class UserMembershipInline(admin.TabularInline):
+class ReadOnlyMembershipInline(admin.TabularInline):
+    """Memberships listed on another page; each is changed on its own page, where the
+    services (and the last-admin guard) apply."""
+
     model = Membership
-    fk_name = "user"
-    fields = ["organization", "role", "created_at"]
-    readonly_fields = fields
     extra = 0
     can_delete = False
     show_change_link = True
-    verbose_name_plural = "memberships (change them on the membership's page)"
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class UserMembershipInline(ReadOnlyMembershipInline):
+    fk_name = "user"
+    fields = ["organization", "role", "created_at"]
+    verbose_name_plural = "memberships (change them on the membership's page)"
 
 
 @admin.register(User)
@@ -223,22 +231,11 @@ class UserAdmin(ServiceWritesAdmin, DjangoUserAdmin):
         return response
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(ReadOnlyMembershipInline):
     """An organization's members, read here and changed on each membership's page."""
 
-    model = Membership
     fields = ["user", "role", "created_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
     verbose_name_plural = "members (change them on the membership's page)"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Organization)
