@@ -9,3 +9,6 @@ class ArgusConfig(AppConfig):
 
     def ready(self):
         from argus import signals  # noqa: F401 - connects the receivers
+        from argus.hardening import forbid_inspection
+
+        forbid_inspection()

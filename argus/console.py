@@ -12,6 +12,7 @@ from orgs.services import organizations_of
 NAVIGATION = [
     ("Dashboard", "console:dashboard"),
     ("Servers", "tools:server_list"),
+    ("Tools", "tools:tool_list"),
     ("Agents", "agents:agent_list"),
     ("Tasks", "tasks:task_list"),
     ("Recordings", "recordings:run_list"),

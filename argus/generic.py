@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
@@ -196,11 +198,14 @@ class ObjectActionView(OrgViewMixin, SingleObjectMixin, View):
 
     http_method_names = ["post"]
     success_message = ""
+    # False for actions whose service commits what it records on the way (a health
+    # check, a sync error) even when it then reports a failure: nothing to roll back.
+    atomic = True
 
     def post(self, request, *args, **kwargs):
         self.object = self.get_object()
         try:
-            with transaction.atomic():
+            with transaction.atomic() if self.atomic else contextlib.nullcontext():
                 response = self.perform(self.object)
                 self.check_still_visible(self.object)
         except ServiceError as exc:

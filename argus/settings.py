@@ -35,18 +35,41 @@ ARGUS_ENCRYPTION_KEY = env.read_or_generate_secret(
     generate=_generate_secrets,
     length=32,
 )
-try:
-    _key_bytes = base64.urlsafe_b64decode(
-        ARGUS_ENCRYPTION_KEY + "=" * (-len(ARGUS_ENCRYPTION_KEY) % 4)
-    )
-except (binascii.Error, ValueError):
-    _key_bytes = b""
-if len(_key_bytes) != 32:
+
+
+def _decode_encryption_key(value: str) -> bytes | None:
+    """The 32 bytes of a URL-safe base64 key, or ``None`` when it is not one."""
+    try:
+        key = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) == 32 else None
+
+
+_primary_key = _decode_encryption_key(ARGUS_ENCRYPTION_KEY)
+if _primary_key is None:
     raise env.SettingError(
         "ARGUS_ENCRYPTION_KEY",
         "must be 32 random bytes in URL-safe base64; generate one with: "
         "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
     )
+# Older keys, still read while `argus rotate-encryption-key` re-encrypts under the new one.
+_fallbacks = env.read_str("ARGUS_ENCRYPTION_KEY_FALLBACKS", secret=True)
+ARGUS_ENCRYPTION_KEY_FALLBACKS = (
+    [key.strip() for key in _fallbacks.split(",")] if _fallbacks else []
+)
+# The keys crypto.py decrypts with, in order; the first (primary) one encrypts.
+ARGUS_ENCRYPTION_KEYS = [_primary_key]
+for _position, _fallback in enumerate(ARGUS_ENCRYPTION_KEY_FALLBACKS, start=1):
+    _key = _decode_encryption_key(_fallback) if _fallback else None
+    if _key is None:
+        raise env.SettingError(
+            "ARGUS_ENCRYPTION_KEY_FALLBACKS",
+            f"key {_position} of {len(ARGUS_ENCRYPTION_KEY_FALLBACKS)} "
+            + ("is empty" if not _fallback else "is not 32 bytes in URL-safe base64")
+            + "; list the previous values of ARGUS_ENCRYPTION_KEY, comma-separated",
+        )
+    ARGUS_ENCRYPTION_KEYS.append(_key)
 
 # --- hosts and security ---------------------------------------------------------------
 ALLOWED_HOSTS = env.read_list(
@@ -208,6 +231,27 @@ CELERY_BEAT_SCHEDULE = {
 # Recent events kept per topic for clients that reconnect with `after`.
 ARGUS_EVENT_RETENTION = env.read_int("ARGUS_EVENT_RETENTION", 500, minimum=1)
 ARGUS_EVENT_TTL = env.read_int("ARGUS_EVENT_TTL", 86400, minimum=60)
+
+# --- MCP servers --------------------------------------------------------------------------
+# stdio servers run commands on the Argus host; network servers are refused on private and
+# loopback addresses (tools/network.py). Both are on by default in embedded mode only.
+ARGUS_ALLOW_STDIO = env.read_bool("ARGUS_ALLOW_STDIO", default=EMBEDDED)
+ARGUS_ALLOW_PRIVATE_NETWORKS = env.read_bool("ARGUS_ALLOW_PRIVATE_NETWORKS", default=EMBEDDED)
+# The per-process pool of warm MCP sessions (tools/mcp/pool.py).
+ARGUS_MCP_POOL_SIZE = env.read_int("ARGUS_MCP_POOL_SIZE", 32, minimum=1)
+ARGUS_MCP_IDLE_SECONDS = env.read_int("ARGUS_MCP_IDLE_SECONDS", 300, minimum=1)
+# Health: how often beat looks for due checks, when a server that answers is "slow"
+# (DEGRADED), and how many checks each server keeps for its sparkline.
+ARGUS_HEALTH_DISPATCH_SECONDS = env.read_int("ARGUS_HEALTH_DISPATCH_SECONDS", 10, minimum=1)
+ARGUS_HEALTH_SLOW_MS = env.read_int("ARGUS_HEALTH_SLOW_MS", 2000, minimum=1)
+ARGUS_HEALTH_HISTORY = env.read_int("ARGUS_HEALTH_HISTORY", 100, minimum=2)
+# The longest a tool call started from the console or the API ("Try it") may take.
+ARGUS_TOOL_CALL_MAX_SECONDS = env.read_int("ARGUS_TOOL_CALL_MAX_SECONDS", 120, minimum=1)
+CELERY_BEAT_SCHEDULE["tools-health-checks"] = {
+    "task": "tools.dispatch_health_checks",
+    "schedule": float(ARGUS_HEALTH_DISPATCH_SECONDS),
+    "options": {"expires": ARGUS_HEALTH_DISPATCH_SECONDS * 2},
+}
 
 # --- auth and sessions --------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -20,7 +20,9 @@ Models declare how they take part with class attributes:
 - ``permission_map``: the action an operation really needs (reading the audit log is
   ``view`` mapped to ``manage``);
 - ``owner_field``: rows the principal created, which it may view and change;
-- ``session_only``: API keys never reach these rows (API key management itself).
+- ``session_only``: API keys never reach these rows (API key management itself);
+- ``grant_parent``: the foreign key whose grants cover these rows (a server's grants
+  cover its tools), for models that carry no grant tables of their own.
 """
 
 from __future__ import annotations
@@ -215,8 +217,17 @@ def mapped_action(model: type[models.Model], action: str) -> str:
 
 
 def carries_grants(model: type[models.Model]) -> bool:
-    """Whether ``model`` has direct-foreign-key grant tables (users and teams)."""
-    return grant_models(model) is not None
+    """Whether grants reach ``model`` rows: its own grant tables or its grant parent's."""
+    return grant_models(grant_holder(model)[0]) is not None
+
+
+def grant_holder(model: type[models.Model]) -> tuple[type[models.Model], str]:
+    """The model whose grants cover ``model`` rows, and the lookup from ``model`` to it
+    (``pk`` for the model itself, the ``grant_parent`` field otherwise)."""
+    parent = getattr(model, "grant_parent", None)
+    if parent is None:
+        return model, "pk"
+    return model._meta.get_field(parent).related_model, parent
 
 
 def grant_models(model: type[models.Model]):
@@ -254,7 +265,8 @@ def granted_condition(principal: Principal, model: type[models.Model], action: s
     """A filter on ``model`` for the rows granted ``action`` to the principal's user or
     their teams, or ``None`` when the model carries no grants, no person acts, or an
     API key acts: a key is bounded by its role cap, which grants do not lift."""
-    tables = grant_models(model)
+    holder, lookup = grant_holder(model)
+    tables = grant_models(holder)
     if (
         tables is None
         or principal.user is None
@@ -263,15 +275,15 @@ def granted_condition(principal: Principal, model: type[models.Model], action: s
     ):
         return None
     user_grants, team_grants = tables
-    codename = f"{action}_{model._meta.model_name}"
+    codename = f"{action}_{holder._meta.model_name}"
     direct = user_grants.objects.filter(user=principal.user, permission__codename=codename)
     through_teams = team_grants.objects.filter(
         permission__codename=codename,
         group__team__organization=principal.organization,
         group__team__members__user=principal.user,
     )
-    return Q(pk__in=direct.values("content_object")) | Q(
-        pk__in=through_teams.values("content_object")
+    return Q(**{f"{lookup}__in": direct.values("content_object")}) | Q(
+        **{f"{lookup}__in": through_teams.values("content_object")}
     )
 
 

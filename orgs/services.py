@@ -335,11 +335,11 @@ def add_member(principal: Principal, user: User, role: str) -> Membership:
     require_create(principal, Membership)
     _check_role(principal, role)
     with transaction.atomic():
-        _lock_organization(principal.organization)
+        lock_organization(principal.organization)
         return _join(principal, principal.organization, user, role)
 
 
-def _lock_organization(organization: Organization) -> None:
+def lock_organization(organization: Organization) -> None:
     """Serialize seat counting: members and invitations of one organization."""
     Organization.objects.select_for_update().filter(pk=organization.pk).first()
 
@@ -526,7 +526,7 @@ def invite(principal: Principal, email: str, role: str) -> tuple[Invitation, str
     _check_role(principal, role)
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
-        _lock_organization(organization)
+        lock_organization(organization)
         if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
             raise Conflict(f"{email} is already a member of {organization}.", field="email")
         _expire_lapsed_invitations(organization, email)
@@ -565,7 +565,7 @@ def resend_invitation(principal: Principal, invitation: Invitation) -> tuple[Inv
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     with transaction.atomic():
-        _lock_organization(invitation.organization)
+        lock_organization(invitation.organization)
         current = Invitation.objects.get(pk=invitation.pk)
         if current.effective_status == InvitationStatus.EXPIRED:
             # Reviving it takes a seat again, unless another invitation already waits.
@@ -659,7 +659,7 @@ def accept_invitation(token: str, user: User, **context) -> Membership:
     organization = invitation.organization
     principal = Principal(organization=organization, user=user, role=invitation.role, **context)
     with transaction.atomic():
-        _lock_organization(organization)
+        lock_organization(organization)
         used = Invitation.objects.filter(
             pk=invitation.pk, status=InvitationStatus.PENDING, expires_at__gt=timezone.now()
         ).update(status=InvitationStatus.ACCEPTED, decided_at=timezone.now(), accepted_by=user)

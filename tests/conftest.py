@@ -9,8 +9,8 @@ from django.conf import settings
 from argus import embedded
 from argus.broker import redis_client
 from orgs.choices import Role
-from orgs.models import Membership, Organization
-from tests.support.personas import Personas, make_personas, make_user
+from orgs.models import Membership, Organization, User
+from tests.support.personas import PASSWORD, Personas, make_personas, make_user
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,6 +67,18 @@ def outsider(db):
     user = make_user("eve@other.test")
     Membership.objects.create(user=user, organization=other, role=Role.ADMIN)
     return user
+
+
+@pytest.fixture
+def root(db):
+    """A superuser, for the Django admin."""
+    return User.objects.create_superuser("root@argus.test", PASSWORD)
+
+
+@pytest.fixture
+def staff_client(client, root):
+    client.force_login(root)
+    return client
 
 
 @pytest.fixture

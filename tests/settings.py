@@ -20,6 +20,9 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 40)
 os.environ.setdefault("ARGUS_ENCRYPTION_KEY", "dGVzdC1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcy0hISE")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("ARGUS_SECURE", "false")
+# Demo MCP servers run on loopback and over stdio; refusals use override_settings.
+os.environ.setdefault("ARGUS_ALLOW_PRIVATE_NETWORKS", "true")
+os.environ.setdefault("ARGUS_ALLOW_STDIO", "true")
 
 from argus.settings import *  # noqa: F403
 from argus.settings import DATA_DIR, DATABASES

@@ -8,7 +8,15 @@ from django.apps import apps
 from django.urls import reverse
 
 from orgs import services
-from orgs.permissions import Action, OrgQuerySet, Principal, can, carries_grants, mapped_action
+from orgs.permissions import (
+    Action,
+    OrgQuerySet,
+    Principal,
+    can,
+    carries_grants,
+    grant_holder,
+    mapped_action,
+)
 from tests.support.permission_suite import SUITES
 from tests.support.personas import ROLES
 
@@ -26,6 +34,12 @@ GRANT_SUITES = [suite for suite in SUITE_LIST if carries_grants(suite.model)]
 
 def suite_id(suite):
     return suite.id
+
+
+def grant_target(obj):
+    """Where grants covering ``obj`` are made: itself, or its grant parent (a tool's server)."""
+    _holder, lookup = grant_holder(type(obj))
+    return obj if lookup == "pk" else getattr(obj, lookup)
 
 
 def test_every_organization_scoped_model_has_a_suite():
@@ -115,13 +129,13 @@ def test_grant_to_a_user_adds_actions_on_that_object_only(personas, suite):
             continue
         viewer = personas.principal("VIEWER")
         assert not can(viewer, action, obj)
-        services.grant(admin, action, obj, user=personas.viewer)
+        services.grant(admin, action, grant_target(obj), user=personas.viewer)
         viewer = personas.principal("VIEWER")  # a principal caches grants per request
         assert can(viewer, action, obj), action
         assert suite.model.objects.for_user(viewer, action).filter(pk=obj.pk).exists()
         if other is not None:
             assert not can(viewer, action, other), action
-        services.revoke_grant(admin, action, obj, user=personas.viewer)
+        services.revoke_grant(admin, action, grant_target(obj), user=personas.viewer)
         assert not can(personas.principal("VIEWER"), action, obj), action
 
 
@@ -130,7 +144,7 @@ def test_grant_to_a_team_reaches_its_members_only(personas, suite):
     obj = suite.make(personas, personas.org_a)
     admin = personas.principal("ADMIN")
     action = Action.MANAGE
-    services.grant(admin, action, obj, team=personas.team_a)  # the viewer is in team_a
+    services.grant(admin, action, grant_target(obj), team=personas.team_a)  # viewer in team_a
     assert can(personas.principal("VIEWER"), action, obj)
     assert not can(personas.principal("OPERATOR"), action, obj)
     # The grant does not leak to the other organization, nor through an API key scope
@@ -144,7 +158,7 @@ def test_grant_to_a_team_reaches_its_members_only(personas, suite):
 
 @pytest.mark.parametrize("suite", GRANT_SUITES, ids=suite_id)
 def test_only_managers_of_the_organization_grant(personas, suite):
-    obj = suite.make(personas, personas.org_a)
+    obj = grant_target(suite.make(personas, personas.org_a))
     with pytest.raises(services.PermissionDenied):
         services.grant(personas.principal("MANAGER"), Action.VIEW, obj, user=personas.viewer)
     with pytest.raises(services.ServiceError):

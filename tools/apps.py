@@ -6,3 +6,15 @@ class ToolsConfig(AppConfig):
 
     name = "tools"
     verbose_name = "Tools"
+
+    def ready(self):
+        from argus.events import register_topic
+        from orgs.choices import Limit
+        from orgs.services import register_usage
+        from tools.mcp.pool import get_pool
+        from tools.services import on_server_notification
+        from tools.topics import server_topic
+
+        register_topic("server", server_topic)
+        register_usage(Limit.SERVERS, lambda organization: organization.servers.count())
+        get_pool().on_notification = on_server_notification

@@ -11,7 +11,7 @@ from the defaults, the actions their endpoints need; permission is enforced here
 """
 
 from django.db import transaction
-from rest_framework import exceptions, viewsets
+from rest_framework import exceptions, mixins, viewsets
 
 from orgs.middleware import request_principal
 from orgs.permissions import Action, can, can_create, denial, still_visible
@@ -67,6 +67,13 @@ class OrgViewSet(viewsets.GenericViewSet):
             return self.queryset.none()
         return self.queryset.all().for_user(self.principal, Action.VIEW)
 
+    def filter_queryset(self, queryset):
+        # List filters narrow lists only: a detail route (``/servers/5/tools/?q=x``)
+        # must not lose its object to a query parameter meant for something else.
+        if self.detail:
+            return queryset
+        return super().filter_queryset(queryset)
+
     def check_permissions(self, request):
         super().check_permissions(request)
         principal = getattr(self, "principal", None)
@@ -92,3 +99,15 @@ class OrgViewSet(viewsets.GenericViewSet):
             if isinstance(obj, self.model) and not still_visible(self.principal, obj):
                 raise exceptions.PermissionDenied("The result would be outside what you may see.")
         return result
+
+
+class OrgModelViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    OrgViewSet,
+):
+    """List, detail, create, update and delete of one model; writes go to services
+    through ``perform_*`` overrides and :meth:`OrgViewSet.write`."""

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from argus.api.pagination import CursorPagination
-from argus.api.viewsets import OrgViewSet
+from argus.api.viewsets import OrgModelViewSet, OrgViewSet
 from orgs import services
 from orgs.api import serializers
 from orgs.filters import AuditFilter, InvitationFilter, MemberFilter
@@ -153,14 +153,7 @@ class InvitationViewSet(
         return Response(serializers.InvitationCreatedSerializer(invitation).data, status=code)
 
 
-class TeamViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.CreateModelMixin,
-    mixins.UpdateModelMixin,
-    mixins.DestroyModelMixin,
-    OrgViewSet,
-):
+class TeamViewSet(OrgModelViewSet):
     """Teams: named groups of members that can hold per-object grants."""
 
     queryset = Team.objects.prefetch_related("members")

@@ -38,17 +38,6 @@ def last_event(organization) -> AuditEvent:
 
 
 @pytest.fixture
-def root(db):
-    return User.objects.create_superuser("root@argus.test", PASSWORD)
-
-
-@pytest.fixture
-def staff_client(client, root):
-    client.force_login(root)
-    return client
-
-
-@pytest.fixture
 def world(organization, member):
     """A row of every orgs model in Acme, made through the services; keeps the secrets."""
     boss = User.objects.create_user("ann@acme.test", PASSWORD)

@@ -9,8 +9,6 @@ and makes ``argus up`` exit non-zero.
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -25,6 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from argus import embedded
+from argus.hardening import libc
 from argus.health import check_all
 from orgs.services import DEMO_LOGIN_FILE
 
@@ -188,7 +187,23 @@ class Command(BaseCommand):
         user, password, created = seed_demo_organization(settings.DATA_DIR)
         if created:
             self.stdout.write(f"Created the demo organization with admin {user.email}.")
+        self.seed_demo_server()
         return user.email, password
+
+    def seed_demo_server(self):
+        from orgs.models import Organization
+        from orgs.services import DEMO_SLUG
+        from tools.services import seed_demo_server
+
+        organization = Organization.objects.filter(slug=DEMO_SLUG).first()
+        if organization is None:
+            return
+        server = seed_demo_server(organization)
+        if server is None:
+            self.stdout.write("stdio servers are off (ARGUS_ALLOW_STDIO): no demo MCP server.")
+        elif server.last_synced_at is not None:
+            count = server.tools.count()
+            self.stdout.write(f"Demo MCP server '{server.name}' is registered ({count} tools).")
 
     def wait_ready(self, host: str, port: int) -> bool | None:
         """Wait until web accepts connections and every component is up.
@@ -227,10 +242,10 @@ def die_with_parent(parent_pid: int):
     so a killed supervisor leaves no orphans behind."""
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    c_library = libc()
 
     def preexec():
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        c_library.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(1)
 
