@@ -253,6 +253,16 @@ CELERY_BEAT_SCHEDULE["tools-health-checks"] = {
     "options": {"expires": ARGUS_HEALTH_DISPATCH_SECONDS * 2},
 }
 
+# Agents: how long an approval request waits for a decision, and after how many identical
+# consecutive tool calls (same tool, same arguments) the gate stops an execution.
+ARGUS_APPROVAL_EXPIRY_HOURS = env.read_int("ARGUS_APPROVAL_EXPIRY_HOURS", 168, minimum=1)
+ARGUS_LOOP_DETECTION_REPEATS = env.read_int("ARGUS_LOOP_DETECTION_REPEATS", 5, minimum=2)
+CELERY_BEAT_SCHEDULE["agents-expire-approvals"] = {
+    "task": "agents.expire_approvals",
+    "schedule": 60.0,
+    "options": {"expires": 120},
+}
+
 # --- auth and sessions --------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

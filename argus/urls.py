@@ -18,6 +18,7 @@ console_patterns = ([path("", views.DashboardView.as_view(), name="dashboard")],
 api_patterns = [
     path("", include("orgs.api.urls")),
     path("", include("tools.api.urls")),
+    path("", include("agents.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]
@@ -26,6 +27,7 @@ urlpatterns = [
     path("", include(console_patterns)),
     path("", include("orgs.urls")),
     path("", include("tools.urls")),
+    path("", include("agents.urls")),
     path("accounts/", include("allauth.urls")),
     path("api/v1/", include((api_patterns, "api"))),
     path("admin/", admin.site.urls),

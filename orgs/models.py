@@ -112,6 +112,18 @@ class Organization(models.Model):
         default=True,
         help_text="Lets replays use real values; only people allowed to reveal can see them.",
     )
+    # The kill switch: while set, every agent of the organization is paused and every
+    # gate refuses its tool calls (agents.services.pause_agents / resume_agents).
+    agents_paused_at = models.DateTimeField("agents paused", null=True, blank=True)
+    agents_paused_by = models.ForeignKey(
+        "orgs.User",
+        verbose_name="agents paused by",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    agents_paused_reason = models.CharField("why agents are paused", max_length=500, blank=True)
     created_at = models.DateTimeField("created", auto_now_add=True)
 
     # Actions on an organization are decided by its own role map and grants.

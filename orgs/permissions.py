@@ -211,6 +211,26 @@ def scope_principal(scope: dict) -> Principal | None:
     return Principal.member(user, organization)
 
 
+def object_topic(model: type[models.Model]):
+    """A realtime topic hook for ``<kind>:<id>`` of ``model``: the organization of a row
+    the connection's principal may view, or ``None`` (unknown and forbidden look alike)."""
+
+    def hook(scope: dict, arg: str | None) -> int | None:
+        if arg is None or not arg.isdigit():
+            return None
+        principal = scope_principal(scope)
+        if principal is None:
+            return None
+        return (
+            model.objects.for_user(principal, Action.VIEW)
+            .filter(pk=int(arg))
+            .values_list("organization_id", flat=True)
+            .first()
+        )
+
+    return hook
+
+
 def mapped_action(model: type[models.Model], action: str) -> str:
     """The action an operation on ``model`` really needs (``permission_map``)."""
     return getattr(model, "permission_map", {}).get(action, action)

@@ -10,11 +10,12 @@ class ToolsConfig(AppConfig):
     def ready(self):
         from argus.events import register_topic
         from orgs.choices import Limit
+        from orgs.permissions import object_topic
         from orgs.services import register_usage
         from tools.mcp.pool import get_pool
+        from tools.models import MCPServer
         from tools.services import on_server_notification
-        from tools.topics import server_topic
 
-        register_topic("server", server_topic)
+        register_topic("server", object_topic(MCPServer))
         register_usage(Limit.SERVERS, lambda organization: organization.servers.count())
         get_pool().on_notification = on_server_notification

@@ -35,7 +35,14 @@ from argus.errors import Conflict, ServiceError
 from orgs import audit
 from orgs.choices import Limit
 from orgs.permissions import Action, Principal
-from orgs.services import enforce_limit, lock_organization, require, require_create
+from orgs.services import (
+    enforce_limit,
+    lock_organization,
+    require,
+    require_create,
+    require_session,
+)
+from tools import signals
 from tools.choices import TRANSPORT_SCHEMES, Risk, ServerStatus, ToolState
 from tools.choices import Transport as TransportChoice
 from tools.mcp import operations
@@ -927,6 +934,7 @@ def apply_catalog(
             )
         for name in removed:
             audit.record(principal, "tool.removed", existing[name])
+        signals.catalog_applied.send(MCPServer, server=server, principal=principal)
         if added or changed or removed:
             summary = {"added": added, "changed": changed, "removed": removed}
             _publish_server(server, "server.catalog", summary)
@@ -945,12 +953,14 @@ def apply_catalog(
 def accept_tool_change(
     principal: Principal, tool: Tool, *, reviewed_hash: str | None = None
 ) -> Tool:
-    """Accept a changed tool's new definition: it becomes the pinned one (``change``).
+    """Accept a changed tool's new definition: it becomes the pinned one (``change``, by a
+    person in the console: a definition change is an approval, never an API key's).
 
     ``reviewed_hash`` is the definition the person looked at; when the tool changed
     again since, nothing is accepted (:class:`Conflict`): they must review the newer one.
     """
     require(principal, Action.CHANGE, tool)
+    require_session(principal, "Accepting a tool's changed definition")
     with transaction.atomic():
         tool = Tool.objects.select_for_update().get(pk=tool.pk)
         if tool.state != ToolState.CHANGED:
@@ -974,8 +984,51 @@ def accept_tool_change(
             tool,
             changes={"pinned_hash": [before, tool.pinned_hash]},
         )
+        signals.tool_change_accepted.send(Tool, tool=tool, principal=principal)
         _publish_tool(tool, "tool.accepted")
     return tool
+
+
+def schema_validator(schema: Any, *, what: str, field: str = "arguments"):
+    """A validator for a JSON Schema given by a server or a person; :class:`ServiceError`
+    (naming ``what``) when the schema is not one Argus can check against."""
+    if not isinstance(schema, dict):
+        raise ServiceError(f"{what} is not a JSON object.", field=field)
+    try:
+        validator_class = jsonschema.validators.validator_for(schema)
+        validator_class.check_schema(schema)
+        # An empty registry: a $ref to anything outside the schema is an error, never a
+        # download (jsonschema would otherwise fetch remote references itself).
+        return validator_class(schema, registry=referencing.Registry())
+    except jsonschema.SchemaError as exc:
+        raise ServiceError(f"{what} is invalid: {exc.message}", field=field) from None
+
+
+def validate_against(schema: Any, value: Any, *, what: str, field: str = "arguments") -> Any:
+    """Check ``value`` against ``schema``; :class:`ServiceError` lists every violation
+    with its path, or says why the schema cannot be used."""
+    validator = schema_validator(schema, what=what, field=field)
+    try:
+        problems = sorted(validator.iter_errors(value), key=lambda error: list(error.path))
+    except referencing.exceptions.Unresolvable:
+        raise ServiceError(
+            f"{what} refers to a definition outside itself; Argus does not fetch those, so "
+            "it cannot check arguments.",
+            field=field,
+        ) from None
+    except RecursionError:
+        raise ServiceError(
+            f"{what} is nested too deeply (or refers to itself endlessly) for Argus to check "
+            "arguments.",
+            field=field,
+        ) from None
+    if problems:
+        described = "; ".join(
+            f"{'/'.join(str(p) for p in problem.path) or '(arguments)'}: {problem.message}"
+            for problem in problems[:10]
+        )
+        raise ServiceError(f"The arguments do not match {what}: {described}", field=field)
+    return value
 
 
 def validate_arguments(tool: Tool, arguments: Any) -> dict:
@@ -983,42 +1036,9 @@ def validate_arguments(tool: Tool, arguments: Any) -> dict:
     every violation with its path."""
     if not isinstance(arguments, dict):
         raise ServiceError("Arguments must be a JSON object.", field="arguments")
-    schema = tool.input_schema or {"type": "object"}
-    if not isinstance(schema, dict):
-        raise ServiceError("The tool's input schema is not an object.", field="arguments")
-    try:
-        validator_class = jsonschema.validators.validator_for(schema)
-        validator_class.check_schema(schema)
-        # An empty registry: a $ref to anything outside the schema is an error, never a
-        # download (jsonschema would otherwise fetch remote references itself).
-        validator = validator_class(schema, registry=referencing.Registry())
-        problems = sorted(validator.iter_errors(arguments), key=lambda error: list(error.path))
-    except jsonschema.SchemaError as exc:
-        raise ServiceError(
-            f"The tool's input schema is invalid ({exc.message}); Argus cannot check arguments.",
-            field="arguments",
-        ) from None
-    except referencing.exceptions.Unresolvable:
-        raise ServiceError(
-            "The tool's input schema refers to a definition outside itself; Argus does not "
-            "fetch those, so it cannot check arguments.",
-            field="arguments",
-        ) from None
-    except RecursionError:
-        raise ServiceError(
-            "The tool's input schema is nested too deeply (or refers to itself endlessly) "
-            "for Argus to check arguments.",
-            field="arguments",
-        ) from None
-    if problems:
-        described = "; ".join(
-            f"{'/'.join(str(p) for p in problem.path) or '(arguments)'}: {problem.message}"
-            for problem in problems[:10]
-        )
-        raise ServiceError(
-            f"The arguments do not match the input schema: {described}", field="arguments"
-        )
-    return arguments
+    return validate_against(
+        tool.input_schema or {"type": "object"}, arguments, what="the tool's input schema"
+    )
 
 
 def call_tool(

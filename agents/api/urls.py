@@ -1,0 +1,3 @@
+"""REST endpoints of the agents app: agents, grants, approvals."""
+
+urlpatterns: list = []

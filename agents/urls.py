@@ -1,0 +1,5 @@
+"""Console URLs of the agents app (``agents:<model>_<action>``)."""
+
+app_name = "agents"
+
+urlpatterns: list = []
