@@ -29,7 +29,9 @@ class Agent(models.Model):
     parent = models.ForeignKey(
         "self",
         verbose_name="parent",
-        on_delete=models.PROTECT,
+        # An agent with children cannot go alone (delete_agent re-parents them first); it
+        # can go with its organization.
+        on_delete=models.RESTRICT,
         null=True,
         blank=True,
         related_name="children",

@@ -56,7 +56,12 @@ from orgs.services import (
 from tools.choices import ToolState
 from tools.models import MCPServer, Tool
 from tools.network import check_url
-from tools.services import accept_tool_change, schema_validator, validate_against
+from tools.services import (
+    accept_tool_change,
+    schema_validator,
+    validate_against,
+    validate_arguments,
+)
 
 UNSET: Any = object()
 NAME_MAX = Agent._meta.get_field("name").max_length
@@ -915,8 +920,11 @@ def update_agent(principal: Principal, agent: Agent, *, llm_api_key: Any = UNSET
         for key, value in cleaned.items():
             setattr(agent, key, value)
         if key_changed:
+            had_key = agent.has_llm_api_key
             _store_api_key(agent, api_key)
-            changes["llm_api_key"] = "removed" if api_key == "" else "replaced"
+            changes["llm_api_key"] = (
+                "removed" if api_key == "" else ("replaced" if had_key else "set")
+            )
         try:
             with transaction.atomic():
                 agent.save()
@@ -999,7 +1007,7 @@ def _clean_grant(data: dict, *, instance: ToolGrant | None = None) -> dict:
                 f"The argument schema is longer than {MAX_SCHEMA_CHARS} characters.",
                 field="argument_schema",
             )
-        schema_validator(schema, what="The argument schema", field="argument_schema")
+        schema_validator(schema, what="the argument schema", field="argument_schema")
     cleaned["argument_schema"] = schema
     cleaned["reason"] = _clean_text(current("reason", ""), "reason", "The reason", REASON_MAX)
     return cleaned
@@ -1427,13 +1435,9 @@ def authorize_call(agent: Agent, tool: Tool, arguments: Any, *, execution: str) 
         )
         raise CallRefused(code, f"{agent.name} may not call {tool.name}: {permission.reason}.")
     try:
-        if not isinstance(arguments, dict):
-            raise ServiceError("Arguments must be a JSON object.")
-        validate_against(
-            tool.input_schema or {"type": "object"}, arguments, what="the tool's input schema"
-        )
+        validate_arguments(tool, arguments)
         for schema in permission.argument_schemas:
-            validate_against(schema, arguments, what="the argument schema of the grant")
+            validate_against(schema, arguments, what="the argument schema of a grant")
     except ServiceError as exc:
         raise CallRefused(Refusal.INVALID_ARGUMENTS, exc.message) from None
     threshold = settings.ARGUS_LOOP_DETECTION_REPEATS
@@ -1473,3 +1477,73 @@ def call_usage(agent: Agent, now=None) -> dict[str, int]:
         ]
     )
     return {"hour": hour, "day": day}
+
+
+# --- the demo organization ------------------------------------------------------------------------
+DEMO_AGENTS = (
+    # name, role, parent, description, {tool: grant fields}, approve
+    (
+        "Orchestrator",
+        AgentRole.MASTER,
+        None,
+        "Plans work and hands it to its supervisors.",
+        {"echo": {}, "calculate": {}, "get_weather": {}, "progress": {}, "slow_operation": {}},
+        True,
+    ),
+    (
+        "Research lead",
+        AgentRole.SUPERVISOR,
+        "Orchestrator",
+        "Supervises the workers that gather facts.",
+        {"echo": {}, "get_weather": {"max_calls_per_hour": 60}, "calculate": {}},
+        True,
+    ),
+    (
+        "Weather worker",
+        AgentRole.WORKER,
+        "Research lead",
+        "Looks up the weather; at most 30 calls an hour.",
+        {"get_weather": {"max_calls_per_hour": 30}},
+        True,
+    ),
+    (
+        "Calculator",
+        AgentRole.WORKER,
+        "Research lead",
+        "Does arithmetic; waits in the approvals inbox for a person to activate it.",
+        {"calculate": {"requires_approval": True}},
+        False,
+    ),
+)
+
+
+def seed_demo_agents(organization: Organization, server: MCPServer | None, user) -> list[Agent]:
+    """The demo organization's agents, once: a small hierarchy on the demo server's
+    tools, all approved by the demo admin except one left in the approvals inbox."""
+    if server is None or organization.agents.exists():
+        return []
+    creator = Principal.system(organization)
+    decider = Principal.member(user, organization, channel="system")
+    tools = {tool.name: tool for tool in server.tools.exclude(state=ToolState.REMOVED)}
+    created: dict[str, Agent] = {}
+    for name, role, parent, description, grants, approve in DEMO_AGENTS:
+        agent = create_agent(
+            creator,
+            name=name,
+            role=role,
+            parent=created.get(parent),
+            server=server,
+            description=description,
+            capabilities=["demo"],
+        )
+        for tool_name, fields in grants.items():
+            if tool_name in tools:
+                grant_tool(creator, agent, tools[tool_name], reason="Demo setup.", **fields)
+        if approve:
+            request = ApprovalRequest.objects.get(
+                agent=agent, kind=ApprovalKind.AGENT_ACTIVATION, status=ApprovalStatus.PENDING
+            )
+            approve_request(decider, request, "Approved when the demo was set up.")
+        agent.refresh_from_db()
+        created[name] = agent
+    return list(created.values())

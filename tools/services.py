@@ -991,17 +991,30 @@ def accept_tool_change(
 
 def schema_validator(schema: Any, *, what: str, field: str = "arguments"):
     """A validator for a JSON Schema given by a server or a person; :class:`ServiceError`
-    (naming ``what``) when the schema is not one Argus can check against."""
+    (naming ``what``, e.g. "the input schema") when Argus cannot check against it."""
     if not isinstance(schema, dict):
-        raise ServiceError(f"{what} is not a JSON object.", field=field)
+        raise ServiceError(f"{what.capitalize()} is not a JSON object.", field=field)
     try:
         validator_class = jsonschema.validators.validator_for(schema)
         validator_class.check_schema(schema)
-        # An empty registry: a $ref to anything outside the schema is an error, never a
-        # download (jsonschema would otherwise fetch remote references itself).
-        return validator_class(schema, registry=referencing.Registry())
     except jsonschema.SchemaError as exc:
-        raise ServiceError(f"{what} is invalid: {exc.message}", field=field) from None
+        raise ServiceError(
+            f"{what.capitalize()} is invalid ({exc.message}); Argus cannot check arguments.",
+            field=field,
+        ) from None
+    except RecursionError:
+        raise _too_deep(what, field) from None
+    # An empty registry: a $ref to anything outside the schema is an error, never a
+    # download (jsonschema would otherwise fetch remote references itself).
+    return validator_class(schema, registry=referencing.Registry())
+
+
+def _too_deep(what: str, field: str) -> ServiceError:
+    return ServiceError(
+        f"{what.capitalize()} is nested too deeply (or refers to itself endlessly) for Argus "
+        "to check arguments.",
+        field=field,
+    )
 
 
 def validate_against(schema: Any, value: Any, *, what: str, field: str = "arguments") -> Any:
@@ -1012,16 +1025,12 @@ def validate_against(schema: Any, value: Any, *, what: str, field: str = "argume
         problems = sorted(validator.iter_errors(value), key=lambda error: list(error.path))
     except referencing.exceptions.Unresolvable:
         raise ServiceError(
-            f"{what} refers to a definition outside itself; Argus does not fetch those, so "
-            "it cannot check arguments.",
+            f"{what.capitalize()} refers to a definition outside itself; Argus does not fetch "
+            "those, so it cannot check arguments.",
             field=field,
         ) from None
     except RecursionError:
-        raise ServiceError(
-            f"{what} is nested too deeply (or refers to itself endlessly) for Argus to check "
-            "arguments.",
-            field=field,
-        ) from None
+        raise _too_deep(what, field) from None
     if problems:
         described = "; ".join(
             f"{'/'.join(str(p) for p in problem.path) or '(arguments)'}: {problem.message}"
@@ -1037,7 +1046,7 @@ def validate_arguments(tool: Tool, arguments: Any) -> dict:
     if not isinstance(arguments, dict):
         raise ServiceError("Arguments must be a JSON object.", field="arguments")
     return validate_against(
-        tool.input_schema or {"type": "object"}, arguments, what="the tool's input schema"
+        tool.input_schema or {"type": "object"}, arguments, what="the input schema"
     )
 
 

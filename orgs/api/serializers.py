@@ -21,9 +21,19 @@ class OrganizationSerializer(serializers.ModelSerializer):
             "redaction_keys",
             "retention_days",
             "record_raw_arguments",
+            "agents_paused_at",
+            "agents_paused_reason",
             "created_at",
         ]
-        read_only_fields = ["id", "slug", "plan", "created_at"]
+        # The kill switch moves only through its own actions (agents.services).
+        read_only_fields = [
+            "id",
+            "slug",
+            "plan",
+            "agents_paused_at",
+            "agents_paused_reason",
+            "created_at",
+        ]
 
 
 class MemberSerializer(serializers.ModelSerializer):

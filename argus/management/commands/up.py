@@ -187,10 +187,11 @@ class Command(BaseCommand):
         user, password, created = seed_demo_organization(settings.DATA_DIR)
         if created:
             self.stdout.write(f"Created the demo organization with admin {user.email}.")
-        self.seed_demo_server()
+        self.seed_demo_server(user)
         return user.email, password
 
-    def seed_demo_server(self):
+    def seed_demo_server(self, user):
+        from agents.services import seed_demo_agents
         from orgs.models import Organization
         from orgs.services import DEMO_SLUG
         from tools.services import seed_demo_server
@@ -204,6 +205,9 @@ class Command(BaseCommand):
         elif server.last_synced_at is not None:
             count = server.tools.count()
             self.stdout.write(f"Demo MCP server '{server.name}' is registered ({count} tools).")
+            agents = seed_demo_agents(organization, server, user)
+            if agents:
+                self.stdout.write(f"Created {len(agents)} demo agents.")
 
     def wait_ready(self, host: str, port: int) -> bool | None:
         """Wait until web accepts connections and every component is up.
