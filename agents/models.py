@@ -224,7 +224,7 @@ class ToolGrant(models.Model):
         indexes = [models.Index(fields=["tool", "agent"], name="agents_grant_tool_agent_idx")]
 
     def __str__(self):
-        return f"{self.agent_id} → {self.tool_id}"
+        return f"{self.agent.name} → {self.tool.name}"
 
 
 class ApprovalRequest(models.Model):

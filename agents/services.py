@@ -394,7 +394,7 @@ def clean_agent(organization: Organization, data: dict, *, instance: Agent | Non
             raise ServiceError("The LLM engine needs a model name.", field="llm_model")
     if base_url:
         try:
-            check_url(base_url, {"http", "https"})
+            check_url(base_url, schemes={"http", "https"})
         except ServiceError as exc:
             raise ServiceError(exc.message, field="llm_base_url") from None
     cleaned["llm_base_url"], cleaned["llm_model"] = base_url, model
@@ -1067,7 +1067,9 @@ def grant_tool(principal: Principal, agent: Agent, tool: Tool, **data) -> ToolGr
         raise ServiceError(f"{tool.server.name} no longer offers {tool.name}.", field="tool")
     cleaned = _clean_grant(data)
     with transaction.atomic():
-        agent = Agent.objects.select_for_update().select_related("parent").get(pk=agent.pk)
+        agent = (
+            Agent.objects.select_for_update(of=("self",)).select_related("parent").get(pk=agent.pk)
+        )
         if agent.grants.filter(tool=tool).exists():
             raise ServiceError(
                 f"{agent.name} already has a grant for {tool.name}; change that one.", field="tool"
@@ -1107,7 +1109,7 @@ def update_tool_grant(principal: Principal, grant: ToolGrant, **data) -> ToolGra
         raise ServiceError(f"Unknown grant fields: {', '.join(sorted(unknown))}.")
     with transaction.atomic():
         grant = (
-            ToolGrant.objects.select_for_update()
+            ToolGrant.objects.select_for_update(of=("self",))
             .select_related("agent__parent", "tool")
             .get(pk=grant.pk)
         )
