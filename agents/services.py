@@ -765,6 +765,8 @@ def withdraw_request(
     require(principal, Action.VIEW, request)
     if principal.user is None or request.requested_by_id != principal.user.pk:
         raise PermissionDenied("Only the person who made a request can withdraw it.")
+    if not (principal.scope_allows(Action.CHANGE) or principal.scope_allows(Action.OPERATE)):
+        raise PermissionDenied("This API key's scopes do not allow withdrawing a request.")
     with transaction.atomic():
         request = _lock_pending(request)
         _close_request(

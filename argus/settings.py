@@ -347,6 +347,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several vocabularies share a field name (``role``, ``status``): name each enum.
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "orgs.choices.Role",
+        "ServerStatusEnum": "tools.choices.ServerStatus",
+        "AgentRoleEnum": "agents.choices.AgentRole",
+        "AgentStatusEnum": "agents.choices.AgentStatus",
+        "ApprovalStatusEnum": "agents.choices.ApprovalStatus",
+    },
 }
 
 # --- email ---------------------------------------------------------------------------------

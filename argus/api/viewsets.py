@@ -79,10 +79,14 @@ class OrgViewSet(viewsets.GenericViewSet):
         principal = getattr(self, "principal", None)
         if principal is None or self.detail or self.action in SAFE_ACTIONS:
             return
-        if self.action == "create" and not can_create(principal, self.model):
+        if self.action == "create" and not self.may_create():
             raise exceptions.PermissionDenied(
                 denial(principal, Action.CHANGE, self.model, creating=True)
             )
+
+    def may_create(self) -> bool:
+        """Whether the caller gets as far as a create (the service checks the rest)."""
+        return can_create(self.principal, self.model)
 
     def check_object_permissions(self, request, obj):
         super().check_object_permissions(request, obj)

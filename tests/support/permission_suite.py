@@ -53,12 +53,9 @@ class PermissionSuite:
         return action in ROLE_ACTIONS[role]
 
     def may_create(self, role: str) -> bool:
-        rights = (
-            self.create_rights
-            if self.create_rights is not None
-            else self.rights.get(Action.CHANGE, frozenset())
-        )
-        return role in rights
+        if self.create_rights is not None:
+            return role in self.create_rights
+        return self.allowed(role, Action.CHANGE)
 
     @property
     def id(self) -> str:
