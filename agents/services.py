@@ -184,13 +184,24 @@ def suspend_agent(principal: Principal, agent: Agent, reason: str) -> Agent:
 def resume_agent(principal: Principal, agent: Agent, reason: str = "") -> Agent:
     """Let a suspended agent act again (``change``); its scope was approved already."""
     require(principal, Action.CHANGE, agent)
+    _refuse_while_unapproved(agent, "resume")
     return transition(principal, agent, Transition.RESUME, reason)
 
 
 def recover_agent(principal: Principal, agent: Agent, reason: str = "") -> Agent:
     """Clear an agent's error once its cause is dealt with (``operate``)."""
     require(principal, Action.OPERATE, agent)
+    _refuse_while_unapproved(agent, "recover")
     return transition(principal, agent, Transition.RECOVER, reason)
+
+
+def _refuse_while_unapproved(agent: Agent, verb: str) -> None:
+    """An agent whose wider scope waits for a decision does not act before it."""
+    if _pending_activation(agent) is not None:
+        raise InvalidTransition(
+            f"Cannot {verb} {agent.name}: its wider scope waits for approval; decide the "
+            "pending request first."
+        )
 
 
 def start_work(agent: Agent) -> Agent:
@@ -480,8 +491,33 @@ def agent_scope(agent: Agent) -> dict:
     }
 
 
+def _ref_id(value: Any) -> Any:
+    return value.get("id") if isinstance(value, dict) else value
+
+
+def _grant_identity(grant: dict | None) -> dict | None:
+    if grant is None:
+        return None
+    return {key: value for key, value in grant.items() if key not in ("tool", "server")}
+
+
+def scope_identity(scope: dict) -> dict:
+    """The scope without display names (renaming a parent, a server or a tool changes
+    nothing an approval is about)."""
+    engine = scope.get("engine_settings", {})
+    return {
+        **scope,
+        "parent": _ref_id(scope.get("parent")),
+        "server": _ref_id(scope.get("server")),
+        "engine_settings": {**engine, "tool": _ref_id(engine.get("tool"))},
+        "grants": {key: _grant_identity(grant) for key, grant in scope.get("grants", {}).items()},
+    }
+
+
 def scope_hash(scope: dict) -> str:
-    canonical = json.dumps(scope, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        scope_identity(scope), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -503,11 +539,11 @@ def scope_changes(before: dict | None, after: dict) -> list[dict]:
         changes.append({"field": what, "before": old, "after": new, "grows": grows})
 
     for key in ("role", "parent", "server", "engine"):
-        if before.get(key) != after.get(key):
+        if _ref_id(before.get(key)) != _ref_id(after.get(key)):
             add(key, before.get(key), after.get(key), True)
     for key, new in after["engine_settings"].items():
         old = before.get("engine_settings", {}).get(key)
-        if old != new:
+        if _ref_id(old) != _ref_id(new):
             grows = key != "llm_max_steps" or _wider_limit(old, new)
             add(f"engine_settings.{key}", old, new, grows)
     for key, new in after["limits"].items():
@@ -522,7 +558,7 @@ def scope_changes(before: dict | None, after: dict) -> list[dict]:
             add(f"grants.{label}", None, new, True)
         elif new is None:
             add(f"grants.{label}", old, None, False)
-        elif old != new:
+        elif _grant_identity(old) != _grant_identity(new):
             grows = (
                 (old["requires_approval"] and not new["requires_approval"])
                 or any(_wider_limit(old[k], new[k]) for k in GRANT_LIMITS)
@@ -614,15 +650,21 @@ def _open_activation_request(principal: Principal, agent: Agent, scope: dict) ->
     return request
 
 
-def _after_scope_change(principal: Principal, agent: Agent) -> ApprovalRequest | None:
-    """Decide what a change of scope means: a new request (and ``PENDING_VALIDATION``)
-    when it grows beyond what was approved; back to ``ACTIVE`` when a pending agent's
-    scope is again within what was approved; nothing otherwise."""
-    agent = Agent.objects.select_related("parent", "server", "engine_tool").get(pk=agent.pk)
-    scope = agent_scope(agent)
-    pending = ApprovalRequest.objects.filter(
+def _pending_activation(agent: Agent) -> ApprovalRequest | None:
+    return ApprovalRequest.objects.filter(
         agent=agent, kind=ApprovalKind.AGENT_ACTIVATION, status=ApprovalStatus.PENDING
     ).first()
+
+
+def _after_scope_change(principal: Principal, agent: Agent) -> ApprovalRequest | None:
+    """Decide what a change of scope means: growing beyond what was approved opens a
+    request (and a running agent goes back to ``PENDING_VALIDATION``; a suspended or
+    failed one stays so, and cannot resume before the decision); coming back within
+    what was approved withdraws the request (and a pending agent is active again);
+    anything else needs nothing."""
+    agent = Agent.objects.select_related("parent", "server", "engine_tool").get(pk=agent.pk)
+    scope = agent_scope(agent)
+    pending = _pending_activation(agent)
     if agent.approved_scope is None:
         # Never approved: the request must show the scope as it is now.
         if pending is None or pending.snapshot_hash != scope_hash(scope):
@@ -630,7 +672,7 @@ def _after_scope_change(principal: Principal, agent: Agent) -> ApprovalRequest |
         return None
     grows = any(change["grows"] for change in scope_changes(agent.approved_scope, scope))
     if grows:
-        if agent.status != AgentStatus.PENDING_VALIDATION:
+        if agent.status in RUNNABLE:
             transition(
                 principal,
                 agent,
@@ -640,14 +682,14 @@ def _after_scope_change(principal: Principal, agent: Agent) -> ApprovalRequest |
         if pending is None or pending.snapshot_hash != scope_hash(scope):
             return _open_activation_request(principal, agent, scope)
         return None
+    if pending is not None:
+        _close_request(
+            principal,
+            pending,
+            ApprovalStatus.WITHDRAWN,
+            "The scope is back within what was approved.",
+        )
     if agent.status == AgentStatus.PENDING_VALIDATION:
-        if pending is not None:
-            _close_request(
-                principal,
-                pending,
-                ApprovalStatus.WITHDRAWN,
-                "The scope is back within what was approved.",
-            )
         transition(
             principal, agent, Transition.ACTIVATE, "Its scope is back within what was approved."
         )
@@ -727,7 +769,10 @@ def approve_request(
                     f"{agent.name} changed since this request was made; review the newer request."
                 )
             _close_request(principal, request, ApprovalStatus.APPROVED, reason)
-            transition(principal, agent, Transition.ACTIVATE, reason or "Approved.")
+            # A suspended (or failed) agent stays so: the approval covers its scope, and
+            # resuming it is a decision of its own.
+            if agent.status == AgentStatus.PENDING_VALIDATION:
+                transition(principal, agent, Transition.ACTIVATE, reason or "Approved.")
             Agent.objects.filter(pk=agent.pk).update(
                 approved_scope=scope, approved_by=principal.user, approved_at=timezone.now()
             )
@@ -816,6 +861,13 @@ def sync_tool_change_requests(server: MCPServer, principal: Principal | None = N
     for tool in tools.values():
         if tool.state != ToolState.CHANGED or tool.pk in pending:
             continue
+        if ApprovalRequest.objects.filter(
+            tool=tool,
+            kind=ApprovalKind.TOOL_CHANGE,
+            status=ApprovalStatus.REJECTED,
+            snapshot_hash=tool.definition_hash,
+        ).exists():
+            continue  # a person rejected this very definition: do not ask again
         before, after = tool.pinned_definition, tool.definition()
         created = ApprovalRequest.objects.create(
             organization_id=tool.organization_id,
@@ -1110,6 +1162,8 @@ def update_tool_grant(principal: Principal, grant: ToolGrant, **data) -> ToolGra
     if unknown:
         raise ServiceError(f"Unknown grant fields: {', '.join(sorted(unknown))}.")
     with transaction.atomic():
+        # The agent first, as every other write about it does (no lock-order deadlock).
+        Agent.objects.select_for_update().filter(pk=grant.agent_id).first()
         grant = (
             ToolGrant.objects.select_for_update(of=("self",))
             .select_related("agent__parent", "tool")
@@ -1144,6 +1198,7 @@ def revoke_tool_grant(principal: Principal, grant: ToolGrant) -> None:
     the resolver finds the parent no longer holds it."""
     require(principal, Action.CHANGE, grant.agent)
     with transaction.atomic():
+        Agent.objects.select_for_update().filter(pk=grant.agent_id).first()
         grant = ToolGrant.objects.select_related("agent", "tool").get(pk=grant.pk)
         audit.record(
             principal,
@@ -1199,10 +1254,11 @@ class Resolver:
         """``tool_ids``: the tools to resolve (all when ``None``); ``chain_of``: load only
         the grants of that agent's chain."""
         rows = Agent.objects.filter(organization_id=organization_id).values_list(
-            "id", "parent_id", "name"
+            "id", "parent_id", "name", "status"
         )
-        self.hierarchy = {pk: parent_id for pk, parent_id, _name in rows}
-        self.names = {pk: name for pk, _parent_id, name in rows}
+        self.hierarchy = {pk: parent_id for pk, parent_id, _name, _status in rows}
+        self.names = {pk: name for pk, _parent_id, name, _status in rows}
+        self.statuses = {pk: status for pk, _parent_id, _name, status in rows}
         grants = ToolGrant.objects.filter(organization_id=organization_id)
         if tool_ids is not None:
             grants = grants.filter(tool_id__in=list(tool_ids))
@@ -1430,7 +1486,22 @@ def authorize_call(agent: Agent, tool: Tool, arguments: Any, *, execution: str) 
             f"{agent.name} is {AgentStatus(state['status']).label.lower()}; only an active "
             "agent calls tools.",
         )
-    permission = resolve(agent, tool)
+    # The tool as it is now: a definition that changed since the caller loaded it counts.
+    current = Tool.objects.filter(pk=tool.pk).first()
+    if current is None:
+        raise CallRefused(Refusal.TOOL_UNAVAILABLE, f"{tool.name} no longer exists.")
+    tool = current
+    if tool.organization_id != agent.organization_id:
+        raise CallRefused(Refusal.NOT_PERMITTED, f"{tool.name} is in another organization.")
+    resolver = Resolver(agent.organization_id, [tool.pk])
+    for ancestor in resolver.chain(agent.pk)[1:]:
+        if resolver.statuses.get(ancestor) == AgentStatus.INACTIVE:
+            raise CallRefused(
+                Refusal.AGENT_NOT_ACTIVE,
+                f"{resolver.names[ancestor]}, above {agent.name}, is suspended; the agents "
+                "below it do not act either.",
+            )
+    permission = resolver.resolve(agent.pk, tool)
     if not permission.allowed:
         code = (
             Refusal.TOOL_UNAVAILABLE
@@ -1467,7 +1538,7 @@ def authorize_call(agent: Agent, tool: Tool, arguments: Any, *, execution: str) 
     if exhausted is not None:
         raise CallRefused(
             Refusal.BUDGET_EXCEEDED,
-            f"{agent.name} used up its budget of {exhausted.cap} {exhausted.label}.",
+            f"{agent.name} reached its limit of {exhausted.label} ({exhausted.cap}).",
         )
     return Clearance(permission=permission, requires_approval=permission.requires_approval)
 

@@ -380,7 +380,9 @@ def denial(
     if principal.api_key is not None and not principal.scope_allows(needed):
         return f"This API key's scopes do not allow '{needed}'."
     if creating:
-        return f"You are not allowed to create a {model._meta.verbose_name}."
+        name = model._meta.verbose_name
+        article = "an" if name[:1].lower() in "aeiou" else "a"
+        return f"You are not allowed to create {article} {name}."
     return f"You are not allowed to {needed} this {model._meta.verbose_name}."
 
 
