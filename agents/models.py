@@ -90,6 +90,9 @@ class Agent(models.Model):
     )
     approved_at = models.DateTimeField("approved", null=True, blank=True)
     approved_scope = models.JSONField("approved scope", null=True, blank=True, editable=False)
+    # Who widened the scope since it was last approved: with four-eyes on, none of them
+    # decides its approval, whoever the request names.
+    scope_authors = models.JSONField("widened by", default=list, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name="created by",

@@ -45,7 +45,7 @@ from argus.errors import Conflict, ServiceError
 from orgs import audit
 from orgs.choices import Limit
 from orgs.models import Organization
-from orgs.permissions import Action, Principal
+from orgs.permissions import Action, Principal, can
 from orgs.services import (
     enforce_limit,
     lock_organization,
@@ -182,25 +182,46 @@ def suspend_agent(principal: Principal, agent: Agent, reason: str) -> Agent:
 
 
 def resume_agent(principal: Principal, agent: Agent, reason: str = "") -> Agent:
-    """Let a suspended agent act again (``change``); its scope was approved already."""
+    """Let a suspended agent act again (``change``), within what was approved."""
     require(principal, Action.CHANGE, agent)
-    _refuse_while_unapproved(agent, "resume")
-    return transition(principal, agent, Transition.RESUME, reason)
+    with transaction.atomic():
+        # Locked: a scope change (which locks the agent first) cannot slip in between.
+        Agent.objects.select_for_update().filter(pk=agent.pk).first()
+        _refuse_while_unapproved(agent, "resume")
+        return transition(principal, agent, Transition.RESUME, reason)
 
 
 def recover_agent(principal: Principal, agent: Agent, reason: str = "") -> Agent:
-    """Clear an agent's error once its cause is dealt with (``operate``)."""
+    """Clear an agent's error once its cause is dealt with (``operate``), within what
+    was approved."""
     require(principal, Action.OPERATE, agent)
-    _refuse_while_unapproved(agent, "recover")
-    return transition(principal, agent, Transition.RECOVER, reason)
+    with transaction.atomic():
+        Agent.objects.select_for_update().filter(pk=agent.pk).first()
+        _refuse_while_unapproved(agent, "recover")
+        return transition(principal, agent, Transition.RECOVER, reason)
 
 
 def _refuse_while_unapproved(agent: Agent, verb: str) -> None:
-    """An agent whose wider scope waits for a decision does not act before it."""
-    if _pending_activation(agent) is not None:
+    """An agent acts again only within what a person approved: not while its wider
+    scope waits for a decision, nor once that request was rejected, withdrawn or let
+    expire (until the scope is narrowed back or approved)."""
+    latest = (
+        ApprovalRequest.objects.filter(agent=agent, kind=ApprovalKind.AGENT_ACTIVATION)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if latest is None or latest.status == ApprovalStatus.APPROVED:
+        return
+    if latest.status == ApprovalStatus.PENDING:
         raise InvalidTransition(
             f"Cannot {verb} {agent.name}: its wider scope waits for approval; decide the "
             "pending request first."
+        )
+    if _scope_grows(agent):
+        raise InvalidTransition(
+            f"Cannot {verb} {agent.name}: its scope is wider than what was approved and "
+            f"the request for it was {latest.get_status_display().lower()}; narrow it back "
+            "or ask for approval again."
         )
 
 
@@ -617,9 +638,12 @@ def _close_request(
     return True
 
 
-def _open_activation_request(principal: Principal, agent: Agent, scope: dict) -> ApprovalRequest:
+def _open_activation_request(
+    principal: Principal, agent: Agent, scope: dict, requester=UNSET
+) -> ApprovalRequest:
     """A new request to activate ``agent`` with ``scope``; an older pending one is
-    withdrawn (it shows a scope that no longer exists)."""
+    withdrawn (it shows a scope that no longer exists). ``requester``: who asks (the
+    principal's user unless said)."""
     for stale in ApprovalRequest.objects.filter(
         agent=agent, kind=ApprovalKind.AGENT_ACTIVATION, status=ApprovalStatus.PENDING
     ):
@@ -633,7 +657,7 @@ def _open_activation_request(principal: Principal, agent: Agent, scope: dict) ->
         agent=agent,
         target_label=agent.name,
         summary=summary,
-        requested_by=principal.user,
+        requested_by=principal.user if requester is UNSET else requester,
         requested_via=principal.channel,
         snapshot=scope,
         snapshot_hash=scope_hash(scope),
@@ -650,13 +674,31 @@ def _open_activation_request(principal: Principal, agent: Agent, scope: dict) ->
     return request
 
 
+def _scope_grows(agent: Agent) -> bool:
+    """Whether ``agent``'s scope is wider than the one approved (or never approved)."""
+    agent = Agent.objects.select_related("parent", "server", "engine_tool").get(pk=agent.pk)
+    return agent.approved_scope is None or any(
+        change["grows"] for change in scope_changes(agent.approved_scope, agent_scope(agent))
+    )
+
+
 def _pending_activation(agent: Agent) -> ApprovalRequest | None:
     return ApprovalRequest.objects.filter(
         agent=agent, kind=ApprovalKind.AGENT_ACTIVATION, status=ApprovalStatus.PENDING
     ).first()
 
 
-def _after_scope_change(principal: Principal, agent: Agent) -> ApprovalRequest | None:
+def _note_author(agent: Agent, principal: Principal, widened: bool) -> None:
+    """Remember who widened the scope since it was last approved (four-eyes)."""
+    user = principal.user
+    if widened and user is not None and user.pk not in agent.scope_authors:
+        agent.scope_authors = [*agent.scope_authors, user.pk]
+        Agent.objects.filter(pk=agent.pk).update(scope_authors=agent.scope_authors)
+
+
+def _after_scope_change(
+    principal: Principal, agent: Agent, before: dict | None = None
+) -> ApprovalRequest | None:
     """Decide what a change of scope means: growing beyond what was approved opens a
     request (and a running agent goes back to ``PENDING_VALIDATION``; a suspended or
     failed one stays so, and cannot resume before the decision); coming back within
@@ -665,13 +707,19 @@ def _after_scope_change(principal: Principal, agent: Agent) -> ApprovalRequest |
     agent = Agent.objects.select_related("parent", "server", "engine_tool").get(pk=agent.pk)
     scope = agent_scope(agent)
     pending = _pending_activation(agent)
+    # Whether this change itself widened the scope (``before``: the scope before it).
+    widened = before is None or any(change["grows"] for change in scope_changes(before, scope))
+    # A change that widens nothing leaves the request in the name of who asked for it.
+    requester = UNSET if widened or pending is None else pending.requested_by
     if agent.approved_scope is None:
+        _note_author(agent, principal, widened)
         # Never approved: the request must show the scope as it is now.
         if pending is None or pending.snapshot_hash != scope_hash(scope):
-            return _open_activation_request(principal, agent, scope)
+            return _open_activation_request(principal, agent, scope, requester)
         return None
     grows = any(change["grows"] for change in scope_changes(agent.approved_scope, scope))
     if grows:
+        _note_author(agent, principal, widened)
         if agent.status in RUNNABLE:
             transition(
                 principal,
@@ -680,7 +728,7 @@ def _after_scope_change(principal: Principal, agent: Agent) -> ApprovalRequest |
                 "Its scope grew beyond what was approved.",
             )
         if pending is None or pending.snapshot_hash != scope_hash(scope):
-            return _open_activation_request(principal, agent, scope)
+            return _open_activation_request(principal, agent, scope, requester)
         return None
     if pending is not None:
         _close_request(
@@ -694,7 +742,7 @@ def _after_scope_change(principal: Principal, agent: Agent) -> ApprovalRequest |
             principal, agent, Transition.ACTIVATE, "Its scope is back within what was approved."
         )
     # Narrowing is remembered, so growing back later asks again.
-    Agent.objects.filter(pk=agent.pk).update(approved_scope=scope)
+    Agent.objects.filter(pk=agent.pk).update(approved_scope=scope, scope_authors=[])
     return None
 
 
@@ -704,7 +752,9 @@ def request_approval(principal: Principal, agent: Agent) -> ApprovalRequest:
     require(principal, Action.CHANGE, agent)
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
-        if agent.status != AgentStatus.PENDING_VALIDATION:
+        if agent.status != AgentStatus.PENDING_VALIDATION and not (
+            agent.status in (AgentStatus.INACTIVE, AgentStatus.ERROR) and _scope_grows(agent)
+        ):
             raise Conflict(f"{agent.name} is not waiting for approval.")
         if ApprovalRequest.objects.filter(
             agent=agent, kind=ApprovalKind.AGENT_ACTIVATION, status=ApprovalStatus.PENDING
@@ -722,11 +772,28 @@ def _check_decider(principal: Principal, request: ApprovalRequest) -> None:
         raise PermissionDenied("Only a person decides an approval request.")
     require(principal, Action.APPROVE, request)
     organization = principal.organization
-    if organization.four_eyes_approval and request.requested_by_id == principal.user.pk:
+    authors = []
+    if request.agent_id is not None:
+        authors = (
+            Agent.objects.filter(pk=request.agent_id)
+            .values_list("scope_authors", flat=True)
+            .first()
+            or []
+        )
+    if organization.four_eyes_approval and (
+        request.requested_by_id == principal.user.pk or principal.user.pk in authors
+    ):
         raise PermissionDenied(
             "Four-eyes approval is on in this organization: someone other than the "
-            "requester must decide this request."
+            "requester (and whoever widened the agent's scope) must decide this request."
         )
+
+
+def _lock_agent_of(request: ApprovalRequest) -> None:
+    """Lock the request's agent first, in the order every scope change locks them (the
+    agent, then its requests), so a decision and a change never deadlock."""
+    if request.agent_id is not None:
+        Agent.objects.select_for_update().filter(pk=request.agent_id).first()
 
 
 def _lock_pending(request: ApprovalRequest) -> ApprovalRequest:
@@ -759,6 +826,7 @@ def approve_request(
     _refuse_expired(request)
     reason = (reason or "").strip()[:5000]
     with transaction.atomic():
+        _lock_agent_of(request)
         request = _lock_pending(request)
         if request.kind == ApprovalKind.AGENT_ACTIVATION:
             agent = Agent.objects.select_for_update().get(pk=request.agent_id)
@@ -774,7 +842,10 @@ def approve_request(
             if agent.status == AgentStatus.PENDING_VALIDATION:
                 transition(principal, agent, Transition.ACTIVATE, reason or "Approved.")
             Agent.objects.filter(pk=agent.pk).update(
-                approved_scope=scope, approved_by=principal.user, approved_at=timezone.now()
+                approved_scope=scope,
+                approved_by=principal.user,
+                approved_at=timezone.now(),
+                scope_authors=[],
             )
         elif request.kind == ApprovalKind.TOOL_CHANGE:
             _close_request(principal, request, ApprovalStatus.APPROVED, reason)
@@ -794,6 +865,7 @@ def reject_request(principal: Principal, request: ApprovalRequest, reason: str) 
         raise ServiceError("Say why the request is rejected.", field="reason")
     _refuse_expired(request)
     with transaction.atomic():
+        _lock_agent_of(request)
         request = _lock_pending(request)
         _close_request(principal, request, ApprovalStatus.REJECTED, reason)
         if request.agent_id is not None and request.kind == ApprovalKind.AGENT_ACTIVATION:
@@ -894,7 +966,13 @@ def sync_tool_change_requests(server: MCPServer, principal: Principal | None = N
 
 def on_tool_change_accepted(tool: Tool, principal: Principal) -> None:
     """A tool's change was accepted (in the catalog or through its request): its
-    pending request, if any, is approved by the same person."""
+    pending request, if any, is approved by the same person, who must be allowed to
+    approve (raising here rolls the acceptance back)."""
+    if not principal.is_system and not can(principal, Action.APPROVE, tool.organization):
+        raise PermissionDenied(
+            f"Accepting {tool.name}'s changed definition decides its approval request: it "
+            "needs the right to approve (a manager or an admin)."
+        )
     for request in ApprovalRequest.objects.filter(
         tool=tool, kind=ApprovalKind.TOOL_CHANGE, status=ApprovalStatus.PENDING
     ):
@@ -916,7 +994,12 @@ def create_agent(principal: Principal, *, llm_api_key: Any = UNSET, **data) -> A
     with transaction.atomic():
         lock_organization(organization)
         enforce_limit(organization, Limit.AGENTS)
-        agent = Agent(organization=organization, created_by=principal.user, **cleaned)
+        agent = Agent(
+            organization=organization,
+            created_by=principal.user,
+            scope_authors=[principal.user.pk] if principal.user is not None else [],
+            **cleaned,
+        )
         agent.status_changed_at = timezone.now()
         if api_key:
             _store_api_key(agent, api_key)
@@ -957,6 +1040,7 @@ def update_agent(principal: Principal, agent: Agent, *, llm_api_key: Any = UNSET
     api_key = _clean_api_key(llm_api_key)
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        before = agent_scope(agent)
         cleaned = clean_agent(agent.organization, data, instance=agent)
         changes = {
             key: [
@@ -988,7 +1072,7 @@ def update_agent(principal: Principal, agent: Agent, *, llm_api_key: Any = UNSET
             ) from None
         audit.record(principal, "agent.update", agent, changes=changes)
         _publish_changed(agent, "agent.updated", sorted(changes))
-        _after_scope_change(principal, agent)
+        _after_scope_change(principal, agent, before)
         agent.refresh_from_db()
     return agent
 
@@ -1000,6 +1084,7 @@ def delete_agent(principal: Principal, agent: Agent, *, reparent_to: Agent | Non
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         children = list(agent.children.select_for_update().order_by("name"))
+        scopes_before: dict[int, dict] = {}
         if children and reparent_to is None:
             raise Conflict(
                 f"{agent.name} has children ({', '.join(child.name for child in children)}); "
@@ -1020,6 +1105,7 @@ def delete_agent(principal: Principal, agent: Agent, *, reparent_to: Agent | Non
                         f"{child.name}: {exc.message}", field="reparent_to"
                     ) from None
                 before = child.parent
+                scopes_before[child.pk] = agent_scope(child)
                 child.parent = reparent_to
                 child.save(update_fields=["parent", "updated_at"])
                 audit.record(
@@ -1033,7 +1119,7 @@ def delete_agent(principal: Principal, agent: Agent, *, reparent_to: Agent | Non
         _publish_agent(agent, "agent.deleted", {})
         agent.delete()
         for child in children:
-            _after_scope_change(principal, child)
+            _after_scope_change(principal, child, scopes_before[child.pk])
 
 
 # --- tool grants --------------------------------------------------------------------------------
@@ -1128,6 +1214,7 @@ def grant_tool(principal: Principal, agent: Agent, tool: Tool, **data) -> ToolGr
             raise ServiceError(
                 f"{agent.name} already has a grant for {tool.name}; change that one.", field="tool"
             )
+        before = agent_scope(agent)
         _check_within_parent(agent, tool, cleaned)
         grant = ToolGrant.objects.create(
             organization_id=agent.organization_id,
@@ -1144,7 +1231,7 @@ def grant_tool(principal: Principal, agent: Agent, tool: Tool, **data) -> ToolGr
             target_label=f"{agent.name} → {tool.name}",
         )
         _publish_grant(grant, "grant.created")
-        _after_scope_change(principal, agent)
+        _after_scope_change(principal, agent, before)
     return grant
 
 
@@ -1170,6 +1257,7 @@ def update_tool_grant(principal: Principal, grant: ToolGrant, **data) -> ToolGra
             .get(pk=grant.pk)
         )
         cleaned = _clean_grant(data, instance=grant)
+        scope_before = agent_scope(grant.agent)
         before = _grant_summary(grant)
         for key, value in cleaned.items():
             setattr(grant, key, value)
@@ -1189,7 +1277,7 @@ def update_tool_grant(principal: Principal, grant: ToolGrant, **data) -> ToolGra
             target_label=f"{grant.agent.name} → {grant.tool.name}",
         )
         _publish_grant(grant, "grant.updated")
-        _after_scope_change(principal, grant.agent)
+        _after_scope_change(principal, grant.agent, scope_before)
     return grant
 
 
@@ -1212,8 +1300,9 @@ def revoke_tool_grant(principal: Principal, grant: ToolGrant) -> None:
         )
         _publish_grant(grant, "grant.deleted")
         agent = grant.agent
+        scope_before = agent_scope(agent)
         grant.delete()
-        _after_scope_change(principal, agent)
+        _after_scope_change(principal, agent, scope_before)
 
 
 # --- the resolver -------------------------------------------------------------------------------
@@ -1495,10 +1584,18 @@ def authorize_call(agent: Agent, tool: Tool, arguments: Any, *, execution: str) 
         raise CallRefused(Refusal.NOT_PERMITTED, f"{tool.name} is in another organization.")
     resolver = Resolver(agent.organization_id, [tool.pk])
     for ancestor in resolver.chain(agent.pk)[1:]:
-        if resolver.statuses.get(ancestor) == AgentStatus.INACTIVE:
+        ancestor_status = resolver.statuses.get(ancestor)
+        if ancestor_status not in RUNNABLE:
+            # A parent waiting for approval (its grants are not approved), suspended or
+            # failed bounds its children to nothing.
+            state = (
+                "suspended"
+                if ancestor_status == AgentStatus.INACTIVE
+                else AgentStatus(ancestor_status).label.lower()
+            )
             raise CallRefused(
                 Refusal.AGENT_NOT_ACTIVE,
-                f"{resolver.names[ancestor]}, above {agent.name}, is suspended; the agents "
+                f"{resolver.names[ancestor]}, above {agent.name}, is {state}; the agents "
                 "below it do not act either.",
             )
     permission = resolver.resolve(agent.pk, tool)
@@ -1512,7 +1609,9 @@ def authorize_call(agent: Agent, tool: Tool, arguments: Any, *, execution: str) 
     try:
         validate_arguments(tool, arguments)
         for schema in permission.argument_schemas:
-            validate_against(schema, arguments, what="the argument schema of a grant")
+            validate_against(
+                schema, arguments, what="the argument schema of a grant", check_formats=True
+            )
     except ServiceError as exc:
         raise CallRefused(Refusal.INVALID_ARGUMENTS, exc.message) from None
     threshold = settings.ARGUS_LOOP_DETECTION_REPEATS

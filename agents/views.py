@@ -730,10 +730,11 @@ def decision_context(principal, request: ApprovalRequest) -> dict:
     user = principal.user
     pending = request.is_pending
     expired = pending and request.expires_at <= timezone.now()
+    authors = request.agent.scope_authors if request.agent_id is not None else []
     four_eyes_blocked = bool(
         principal.organization.four_eyes_approval
         and user is not None
-        and request.requested_by_id == user.pk
+        and (request.requested_by_id == user.pk or user.pk in authors)
     )
     may_approve = can(principal, Action.APPROVE, request)
     return {

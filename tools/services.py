@@ -989,9 +989,14 @@ def accept_tool_change(
     return tool
 
 
-def schema_validator(schema: Any, *, what: str, field: str = "arguments"):
+def schema_validator(
+    schema: Any, *, what: str, field: str = "arguments", check_formats: bool = False
+):
     """A validator for a JSON Schema given by a server or a person; :class:`ServiceError`
-    (naming ``what``, e.g. "the input schema") when Argus cannot check against it."""
+    (naming ``what``, e.g. "the input schema") when Argus cannot check against it.
+    ``check_formats``: enforce ``format`` (``email``, ``ipv4``, ``date``…) too, for
+    schemas a person wrote as a restriction; a server's own schemas are checked as
+    servers check them, without formats."""
     if not isinstance(schema, dict):
         raise ServiceError(f"{what.capitalize()} is not a JSON object.", field=field)
     try:
@@ -1006,7 +1011,11 @@ def schema_validator(schema: Any, *, what: str, field: str = "arguments"):
         raise _too_deep(what, field) from None
     # An empty registry: a $ref to anything outside the schema is an error, never a
     # download (jsonschema would otherwise fetch remote references itself).
-    return validator_class(schema, registry=referencing.Registry())
+    return validator_class(
+        schema,
+        registry=referencing.Registry(),
+        format_checker=validator_class.FORMAT_CHECKER if check_formats else None,
+    )
 
 
 def _too_deep(what: str, field: str) -> ServiceError:
@@ -1017,10 +1026,12 @@ def _too_deep(what: str, field: str) -> ServiceError:
     )
 
 
-def validate_against(schema: Any, value: Any, *, what: str, field: str = "arguments") -> Any:
+def validate_against(
+    schema: Any, value: Any, *, what: str, field: str = "arguments", check_formats: bool = False
+) -> Any:
     """Check ``value`` against ``schema``; :class:`ServiceError` lists every violation
     with its path, or says why the schema cannot be used."""
-    validator = schema_validator(schema, what=what, field=field)
+    validator = schema_validator(schema, what=what, field=field, check_formats=check_formats)
     try:
         problems = sorted(validator.iter_errors(value), key=lambda error: list(error.path))
     except referencing.exceptions.Unresolvable:

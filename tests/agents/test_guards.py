@@ -454,3 +454,12 @@ def test_a_suspended_ancestor_stops_the_agents_below_it(personas, tool):
     assert supervisor.name in refused.message and "suspended" in refused.message
     services.resume_agent(personas.principal("MANAGER"), supervisor)
     call(worker, tool, 2)
+
+
+def test_a_grant_schema_enforces_formats(personas, tool):
+    schema = {"properties": {"to": {"type": "string", "format": "email"}}}
+    agent = granted_agent(personas.org_a, tool, grant={"argument_schema": schema})
+    call(agent, tool, 0, to="ops@example.com")
+    refused = refusal(agent, tool, 1, to="not an email; rm -rf /")
+    assert refused.code == Refusal.INVALID_ARGUMENTS
+    assert "is not a 'email'" in refused.message
