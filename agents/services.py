@@ -45,7 +45,7 @@ from argus.errors import Conflict, ServiceError
 from orgs import audit
 from orgs.choices import Limit
 from orgs.models import Organization
-from orgs.permissions import Action, Principal, can
+from orgs.permissions import Action, Principal
 from orgs.services import (
     enforce_limit,
     lock_organization,
@@ -217,7 +217,7 @@ def _refuse_while_unapproved(agent: Agent, verb: str) -> None:
             f"Cannot {verb} {agent.name}: its wider scope waits for approval; decide the "
             "pending request first."
         )
-    if _scope_grows(agent):
+    if scope_grows(agent):
         raise InvalidTransition(
             f"Cannot {verb} {agent.name}: its scope is wider than what was approved and "
             f"the request for it was {latest.get_status_display().lower()}; narrow it back "
@@ -674,7 +674,7 @@ def _open_activation_request(
     return request
 
 
-def _scope_grows(agent: Agent) -> bool:
+def scope_grows(agent: Agent) -> bool:
     """Whether ``agent``'s scope is wider than the one approved (or never approved)."""
     agent = Agent.objects.select_related("parent", "server", "engine_tool").get(pk=agent.pk)
     return agent.approved_scope is None or any(
@@ -753,7 +753,7 @@ def request_approval(principal: Principal, agent: Agent) -> ApprovalRequest:
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         if agent.status != AgentStatus.PENDING_VALIDATION and not (
-            agent.status in (AgentStatus.INACTIVE, AgentStatus.ERROR) and _scope_grows(agent)
+            agent.status in (AgentStatus.INACTIVE, AgentStatus.ERROR) and scope_grows(agent)
         ):
             raise Conflict(f"{agent.name} is not waiting for approval.")
         if ApprovalRequest.objects.filter(
@@ -966,13 +966,8 @@ def sync_tool_change_requests(server: MCPServer, principal: Principal | None = N
 
 def on_tool_change_accepted(tool: Tool, principal: Principal) -> None:
     """A tool's change was accepted (in the catalog or through its request): its
-    pending request, if any, is approved by the same person, who must be allowed to
-    approve (raising here rolls the acceptance back)."""
-    if not principal.is_system and not can(principal, Action.APPROVE, tool.organization):
-        raise PermissionDenied(
-            f"Accepting {tool.name}'s changed definition decides its approval request: it "
-            "needs the right to approve (a manager or an admin)."
-        )
+    pending request, if any, is approved by the same person (``accept_tool_change``
+    asked them for ``approve``)."""
     for request in ApprovalRequest.objects.filter(
         tool=tool, kind=ApprovalKind.TOOL_CHANGE, status=ApprovalStatus.PENDING
     ):

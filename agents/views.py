@@ -199,8 +199,14 @@ def status_actions(principal, agent: Agent, pending: ApprovalRequest | None) -> 
         "can_resume": may_change and allowed_from(Transition.RESUME),
         "can_recover": may_operate and allowed_from(Transition.RECOVER),
         "can_request_approval": may_change
-        and agent.status == AgentStatus.PENDING_VALIDATION
-        and pending is None,
+        and pending is None
+        and (
+            agent.status == AgentStatus.PENDING_VALIDATION
+            or (
+                agent.status in (AgentStatus.INACTIVE, AgentStatus.ERROR)
+                and services.scope_grows(agent)
+            )
+        ),
     }
 
 

@@ -404,7 +404,7 @@ class ToolAdmin(ReadOnlyAdmin):
             request,
             queryset.filter(state=ToolState.CHANGED).select_related("server", "organization"),
             lambda request, tool: services.accept_tool_change(
-                acting_principal(request, tool, Action.CHANGE), tool
+                acting_principal(request, tool, Action.APPROVE), tool
             ),
             "Accepted",
         )

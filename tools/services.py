@@ -953,14 +953,14 @@ def apply_catalog(
 def accept_tool_change(
     principal: Principal, tool: Tool, *, reviewed_hash: str | None = None
 ) -> Tool:
-    """Accept a changed tool's new definition: it becomes the pinned one (``change``, by a
-    person in the console: a definition change is an approval, never an API key's).
+    """Accept a changed tool's new definition: it becomes the pinned one (``approve``, by
+    a person in the console: a definition change is an approval, never an API key's).
 
     ``reviewed_hash`` is the definition the person looked at; when the tool changed
     again since, nothing is accepted (:class:`Conflict`): they must review the newer one.
     """
-    require(principal, Action.CHANGE, tool)
     require_session(principal, "Accepting a tool's changed definition")
+    require(principal, Action.APPROVE, tool)
     with transaction.atomic():
         tool = Tool.objects.select_for_update().get(pk=tool.pk)
         if tool.state != ToolState.CHANGED:

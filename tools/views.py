@@ -333,7 +333,7 @@ class ServerSyncView(ServerOperationView):
             messages.warning(
                 self.request,
                 f"{changed} tool{pluralize(changed)} changed definition and cannot be called "
-                "until someone who may change the server reviews and accepts the change.",
+                "until someone who may approve reviews and accepts the change.",
             )
 
 
@@ -496,7 +496,7 @@ def tool_page_context(principal, tool: Tool) -> dict:
         "output_rows": forms.schema_properties(tool.output_schema),
         "output_json": pretty_json(tool.output_schema) if tool.output_schema else "",
         "can_operate": can(principal, Action.OPERATE, tool),
-        "can_change": can(principal, Action.CHANGE, tool),
+        "can_accept": can(principal, Action.APPROVE, tool),
         "not_callable": why_not_callable(tool),
         "diff": None,
     }
@@ -559,7 +559,7 @@ class ToolAcceptView(ObjectActionView):
     """Accept a changed tool's new definition (``change``)."""
 
     queryset = Tool.objects.select_related("server")
-    required_action = Action.CHANGE
+    required_action = Action.APPROVE
     success_message = "The new definition of {object.name} is accepted; it can be called again."
 
     def perform(self, tool):

@@ -125,7 +125,7 @@ class ServerViewSet(OrgModelViewSet):
 
 
 class ToolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgViewSet):
-    """The tool catalog across servers; drift acceptance (``change``) and calls (``operate``)."""
+    """The tool catalog across servers; drift acceptance (``approve``) and calls (``operate``)."""
 
     queryset = Tool.objects.select_related("server")
     serializer_class = serializers.ToolSerializer
@@ -138,7 +138,7 @@ class ToolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgViewSet):
 
     @extend_schema(request=serializers.AcceptSerializer, responses=serializers.ToolDetailSerializer)
     @action(
-        detail=True, methods=["post"], url_path="accept-change", permission_action=Action.CHANGE
+        detail=True, methods=["post"], url_path="accept-change", permission_action=Action.APPROVE
     )
     def accept_change(self, request, pk=None):
         """Accept a changed tool's new definition (it becomes the pinned one). With
