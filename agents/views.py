@@ -35,31 +35,26 @@ from agents.choices import (
 )
 from agents.filters import AgentFilter, ApprovalFilter
 from agents.models import Agent, ApprovalRequest, ToolGrant
+from argus.console import live_events, newest_event_id
 from argus.errors import ServiceError
 from argus.generic import (
     ObjectActionView,
+    ObjectCreateView,
     ObjectFormView,
     ObjectGrantsView,
     ObjectListView,
     OrgViewMixin,
-    ServiceFormView,
 )
 from orgs.permissions import Action, can, can_create, can_list, denial
 from tools.choices import ToolState
 from tools.models import MCPServer, Tool
-from tools.views import definition_diff, is_htmx, newest_event_id, recent_events
+from tools.views import definition_diff, is_htmx
 
 logger = logging.getLogger(__name__)
 
 # Masters first, then supervisors, then workers (the tree's roots and the matrix rows).
 ROLE_ORDER = {AgentRole.MASTER: 0, AgentRole.SUPERVISOR: 1, AgentRole.WORKER: 2}
 APPROVAL_HISTORY = 20
-
-
-def check_may_create(principal) -> None:
-    """403 unless the principal may create agents (``change`` in the organization)."""
-    if not can_create(principal, Agent):
-        raise PermissionDenied(denial(principal, Action.CHANGE, Agent, creating=True))
 
 
 def hierarchy(agents: list[Agent]) -> list[dict]:
@@ -153,16 +148,10 @@ class AgentFormMixin:
         return reverse("agents:agent_detail", args=[(self.written or self.object).pk])
 
 
-class AgentCreateView(AgentFormMixin, ServiceFormView):
+class AgentCreateView(AgentFormMixin, ObjectCreateView):
     """Create an agent (``change`` in the organization); it waits for approval."""
 
-    def get(self, request, *args, **kwargs):
-        check_may_create(self.principal)
-        return super().get(request, *args, **kwargs)
-
-    def post(self, request, *args, **kwargs):
-        check_may_create(self.principal)
-        return super().post(request, *args, **kwargs)
+    create_model = Agent
 
     def perform(self, form):
         self.written = services.create_agent(self.principal, **form.service_data())
@@ -259,9 +248,7 @@ class AgentDetailView(OrgViewMixin, DetailView):
         context["usage"] = read_usage(agent)
         context["can_see_access"] = can(self.principal, Action.MANAGE, self.principal.organization)
         context["suspend_form"] = forms.SuspendForm()
-        context["recent_events"], context["events_last_id"] = recent_events(
-            f"agent:{agent.pk}", agent.organization_id
-        )
+        context.update(live_events(f"agent:{agent.pk}", agent.organization_id))
         return context
 
 

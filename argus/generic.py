@@ -174,6 +174,21 @@ class ServiceFormView(OrgViewMixin, FormView):
         raise NotImplementedError
 
 
+class ObjectCreateView(ServiceFormView):
+    """A form that creates a ``create_model`` row: those who may not create one get a
+    403 before the form, not after filling it in."""
+
+    create_model = None
+
+    def get(self, request, *args, **kwargs):
+        services.require_create(self.principal, self.create_model)
+        return super().get(request, *args, **kwargs)
+
+    def post(self, request, *args, **kwargs):
+        services.require_create(self.principal, self.create_model)
+        return super().post(request, *args, **kwargs)
+
+
 class ObjectFormView(ServiceFormView, SingleObjectMixin):
     """A service form about one object the principal may see and act on."""
 

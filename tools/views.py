@@ -7,10 +7,8 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-from datetime import datetime
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.shortcuts import render
 from django.template.defaultfilters import pluralize
@@ -19,17 +17,18 @@ from django.views import View
 from django.views.generic import DetailView
 from django.views.generic.detail import SingleObjectMixin
 
-from argus import events
+from argus.console import live_events, newest_event_id
 from argus.errors import ServiceError
 from argus.generic import (
     ObjectActionView,
+    ObjectCreateView,
     ObjectFormView,
     ObjectGrantsView,
     ObjectListView,
     OrgViewMixin,
-    ServiceFormView,
 )
-from orgs.permissions import Action, can, can_create, denial
+from orgs.permissions import Action, can
+from orgs.services import require_create
 from tools import forms, services
 from tools.choices import ServerStatus, ToolState
 from tools.filters import ServerFilter, ToolFilter
@@ -40,7 +39,6 @@ logger = logging.getLogger(__name__)
 # How many checks the health sparkline draws, and how many failures "Recent errors" lists.
 SPARKLINE_CHECKS = 60
 RECENT_ERRORS = 10
-RECENT_EVENTS = 20
 # Unchanged lines shown around each change of a definition diff.
 DIFF_CONTEXT = 3
 
@@ -48,12 +46,6 @@ DIFF_CONTEXT = 3
 def is_htmx(request) -> bool:
     htmx = getattr(request, "htmx", None)
     return bool(htmx) and not htmx.boosted
-
-
-def check_may_register(principal) -> None:
-    """403 unless the principal may register servers (``change`` in the organization)."""
-    if not can_create(principal, MCPServer):
-        raise PermissionDenied(denial(principal, Action.CHANGE, MCPServer, creating=True))
 
 
 # --- servers --------------------------------------------------------------------------------
@@ -91,16 +83,10 @@ class ServerFormMixin:
         return reverse("tools:server_detail", args=[(self.written or self.object).pk])
 
 
-class ServerCreateView(ServerFormMixin, ServiceFormView):
+class ServerCreateView(ServerFormMixin, ObjectCreateView):
     """Register a server (``change`` in the organization)."""
 
-    def get(self, request, *args, **kwargs):
-        check_may_register(self.principal)
-        return super().get(request, *args, **kwargs)
-
-    def post(self, request, *args, **kwargs):
-        check_may_register(self.principal)
-        return super().post(request, *args, **kwargs)
+    create_model = MCPServer
 
     def perform(self, form):
         self.written = services.create_server(self.principal, **form.service_data())
@@ -129,7 +115,7 @@ class ServerTestNewView(OrgViewMixin, View):
     object = None
 
     def get_server(self):
-        check_may_register(self.principal)
+        require_create(self.principal, MCPServer)
         return None
 
     def post(self, request, *args, **kwargs):
@@ -217,35 +203,6 @@ def sparkline(checks: list[ServerCheck], width: int = 320, height: int = 56, pad
     }
 
 
-def newest_event_id(topic: str, organization_id: int) -> int | None:
-    """The id of a topic's newest event, or None when the event log cannot be read."""
-    try:
-        return events.last_id(events.Stream(organization_id, topic))
-    except Exception:  # the page still renders; the dashboard's health card says what is down
-        logger.warning("could not read the newest event of %s", topic, exc_info=True)
-        return None
-
-
-def recent_events(topic: str, organization_id: int) -> tuple[list[dict], int | None]:
-    """The newest events of a topic, so a live card is complete without a socket."""
-    stream = events.Stream(organization_id, topic)
-    try:
-        newest = events.last_id(stream)
-        recent = events.events_between(stream, max(0, newest - RECENT_EVENTS), newest)
-    except Exception:  # the page still renders; the dashboard's health card says what is down
-        logger.warning("could not read recent events of %s", topic, exc_info=True)
-        return [], None
-    return [
-        {
-            "id": event["id"],
-            "type": event["type"],
-            "at": datetime.fromisoformat(event["at"]),
-            "data": json.dumps(event["data"], separators=(",", ":")),
-        }
-        for event in reversed(recent)
-    ], newest
-
-
 class ServerDetailView(OrgViewMixin, DetailView):
     """One server: configuration, server info, health, catalog, and its actions."""
 
@@ -268,9 +225,7 @@ class ServerDetailView(OrgViewMixin, DetailView):
         context["can_operate"] = can(self.principal, Action.OPERATE, server)
         context["can_change"] = can(self.principal, Action.CHANGE, server)
         context["can_see_access"] = can(self.principal, Action.MANAGE, self.principal.organization)
-        context["recent_events"], context["events_last_id"] = recent_events(
-            f"server:{server.pk}", server.organization_id
-        )
+        context.update(live_events(f"server:{server.pk}", server.organization_id))
         return context
 
 
