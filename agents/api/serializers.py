@@ -20,6 +20,20 @@ from tools.models import MCPServer, Tool
 STATUS_IS_READ_ONLY = (
     "The status changes only through its actions (approve, suspend, resume, recover)."
 )
+# What the API adds to the fields a person sets (``AGENT_FIELDS``); all read-only.
+AGENT_OUTPUTS = (
+    "has_llm_api_key",
+    "status",
+    "status_reason",
+    "status_changed_at",
+    "created_by",
+    "approved_by",
+    "approved_at",
+    "created_at",
+    "updated_at",
+    "pending_approval",
+    "paused",
+)
 GRANT_FIELDS = ("allowed", "requires_approval", *GRANT_LIMITS, "argument_schema", "reason")
 # Bounds and messages are the services' own (``clean_agent``, ``_clean_grant``).
 UNBOUNDED = {"min_value": None, "max_value": None}
@@ -93,51 +107,8 @@ class AgentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Agent
-        read_only_fields = [
-            "id",
-            "has_llm_api_key",
-            "status",
-            "status_reason",
-            "status_changed_at",
-            "created_by",
-            "approved_by",
-            "approved_at",
-            "created_at",
-            "updated_at",
-            "pending_approval",
-            "paused",
-        ]
-        fields = [
-            "id",
-            "name",
-            "description",
-            "role",
-            "parent",
-            "server",
-            "engine",
-            "engine_tool",
-            "llm_base_url",
-            "llm_model",
-            "llm_api_key",
-            "has_llm_api_key",
-            "llm_system_prompt",
-            "llm_max_steps",
-            "capabilities",
-            "max_concurrent_executions",
-            "max_tool_calls_per_execution",
-            "max_tool_calls_per_hour",
-            "max_tool_calls_per_day",
-            "status",
-            "status_reason",
-            "status_changed_at",
-            "created_by",
-            "approved_by",
-            "approved_at",
-            "created_at",
-            "updated_at",
-            "pending_approval",
-            "paused",
-        ]
+        read_only_fields = ["id", *AGENT_OUTPUTS]
+        fields = ["id", *AGENT_FIELDS, "llm_api_key", *AGENT_OUTPUTS]
         # Uniqueness and ranges are checked by the service, with messages of its own.
         validators = []
         extra_kwargs = {
