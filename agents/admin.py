@@ -29,6 +29,7 @@ from orgs.admin import (
     TeamGrantAdmin,
     UserGrantAdmin,
     admin_principal,
+    adopt,
     apply_to_each,
     refusals,
 )
@@ -268,9 +269,7 @@ class AgentAdmin(ServiceWritesAdmin):
                 request, obj.organization, lambda principal: can_create(principal, Agent)
             )
             created = services.create_agent(principal, llm_api_key=form.api_key_change, **values)
-        for field in Agent._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state.adding, obj._state.db = False, created._state.db
+        adopt(obj, created)
 
     def delete_model(self, request, obj):
         with refusals():
@@ -421,9 +420,7 @@ class ToolGrantAdmin(ServiceWritesAdmin):
             agent = Agent.objects.select_related("organization").get(pk=obj.agent_id)
             principal = acting_principal(request, agent, Action.CHANGE)
             created = services.grant_tool(principal, agent, obj.tool, **values)
-        for field in ToolGrant._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state.adding, obj._state.db = False, created._state.db
+        adopt(obj, created)
 
     def delete_model(self, request, obj):
         with refusals():

@@ -44,8 +44,9 @@ from argus.generic import (
     ObjectGrantsView,
     ObjectListView,
     OrgViewMixin,
+    require_listing,
 )
-from orgs.permissions import Action, can, can_create, can_list, denial
+from orgs.permissions import Action, can, can_create, denial
 from tools.choices import ToolState
 from tools.models import MCPServer, Tool
 from tools.views import definition_diff, is_htmx
@@ -105,8 +106,7 @@ class AgentTreeView(OrgViewMixin, TemplateView):
     template_name = "agents/agent_tree.html"
 
     def get(self, request, *args, **kwargs):
-        if not can_list(self.principal, Agent):
-            raise PermissionDenied("Your role does not allow you to see agents.")
+        require_listing(self.principal, Agent)
         return super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):
@@ -530,8 +530,7 @@ class MatrixView(MatrixMixin, OrgViewMixin, TemplateView):
     template_name = "agents/matrix.html"
 
     def get(self, request, *args, **kwargs):
-        if not can_list(self.principal, Agent):
-            raise PermissionDenied("Your role does not allow you to see agents.")
+        require_listing(self.principal, Agent)
         return super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):

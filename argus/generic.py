@@ -84,6 +84,14 @@ class OrgViewMixin(LoginRequiredMixin):
         return HttpResponseRedirect(url)
 
 
+def require_listing(principal, model) -> None:
+    """403 unless a list of ``model`` could show the principal anything (``can_list``)."""
+    if not can_list(principal, model):
+        raise PermissionDenied(
+            f"Your role does not allow you to see {model._meta.verbose_name_plural}."
+        )
+
+
 class ObjectListView(OrgViewMixin, ListView):
     """A filtered, paginated list; htmx requests get ``partial_template_name`` only."""
 
@@ -92,11 +100,7 @@ class ObjectListView(OrgViewMixin, ListView):
     partial_template_name = None
 
     def get(self, request, *args, **kwargs):
-        model = self.queryset.model
-        if not can_list(self.principal, model):
-            raise PermissionDenied(
-                f"Your role does not allow you to see {model._meta.verbose_name_plural}."
-            )
+        require_listing(self.principal, self.queryset.model)
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):

@@ -62,6 +62,14 @@ def admin_principal(
     return replace(Principal.system(organization, **context), user=request.user)
 
 
+def adopt(obj, created) -> None:
+    """Make the admin's unsaved ``obj`` the row a service created, so the admin's own
+    bookkeeping (messages, redirects, history) refers to it."""
+    for field in type(created)._meta.concrete_fields:
+        setattr(obj, field.attname, getattr(created, field.attname))
+    obj._state.adding, obj._state.db = False, created._state.db
+
+
 class Refused(Exception):
     """A service refused an admin write; shown to the staff user as an error message."""
 

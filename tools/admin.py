@@ -23,6 +23,7 @@ from orgs.admin import (
     TeamGrantAdmin,
     UserGrantAdmin,
     admin_principal,
+    adopt,
     apply_to_each,
     refusals,
 )
@@ -281,9 +282,7 @@ class MCPServerAdmin(ServiceWritesAdmin):
                 request, obj.organization, lambda principal: can_create(principal, MCPServer)
             )
             created = services.create_server(principal, secrets=secrets, **values)
-        for field in MCPServer._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(created, field.attname))
-        obj._state.adding, obj._state.db = False, created._state.db
+        adopt(obj, created)
 
     def delete_model(self, request, obj):
         with refusals():
