@@ -101,7 +101,7 @@ class AgentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["capabilities"] = ", ".join(self.instance.capabilities or [])
-            organization = self.instance.organization_id
+            organization = self.instance.organization
             # Choices from this organization only; the service checks them again.
             for name, queryset in (
                 ("parent", Agent.objects.exclude(pk=self.instance.pk)),
@@ -109,7 +109,7 @@ class AgentForm(forms.ModelForm):
                 ("engine_tool", Tool.objects.all()),
             ):
                 if name in self.fields:
-                    self.fields[name].queryset = queryset.filter(organization_id=organization)
+                    self.fields[name].queryset = queryset.in_organization(organization)
         if not self.instance.has_llm_api_key:
             del self.fields["remove_llm_api_key"]
         # What the service is told about the key: keep (UNSET), remove ("") or replace.
